@@ -1,0 +1,88 @@
+/* chacha.c: the keystream of rand_chacha 0.3 ChaCha20Rng (RFC 8439 ChaCha20 with a 64-bit
+ * block counter in words 12..13 and a zero stream id), generated without the GIL.
+ *
+ * Why not the `cryptography` package: its update_into holds the GIL, so sum participants
+ * deriving many masks could not use both cores. The same body is compiled for 16, 8 and 4
+ * lanes (AVX-512, AVX2, SSE2 on x86; portable vector code elsewhere) and chosen at run time.
+ */
+#include <string.h>
+
+#include "xn_internal.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "xaynet_native assumes a little-endian host"
+#endif
+
+#define XN_W 4
+#define XN_FN chacha_blocks_w4
+#define XN_ATTR
+#include "chacha_blocks.inc"
+#undef XN_W
+#undef XN_FN
+#undef XN_ATTR
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define XN_HAVE_X86_DISPATCH 1
+#define XN_W 8
+#define XN_FN chacha_blocks_w8
+#define XN_ATTR __attribute__((target("avx2")))
+#include "chacha_blocks.inc"
+#undef XN_W
+#undef XN_FN
+#undef XN_ATTR
+
+#define XN_W 16
+#define XN_FN chacha_blocks_w16
+#define XN_ATTR __attribute__((target("avx512f")))
+#include "chacha_blocks.inc"
+#undef XN_W
+#undef XN_FN
+#undef XN_ATTR
+#endif
+
+static int lanes_available(void)
+{
+#ifdef XN_HAVE_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 16;
+    if (__builtin_cpu_supports("avx2")) return 8;
+#endif
+    return 4;
+}
+
+void xn_chacha_init(xn_chacha *c, const uint8_t *seed, uint64_t block)
+{
+    memcpy(c->key, seed, 32);
+    c->block = block;
+    c->lanes = lanes_available();
+}
+
+/* Writes c->lanes * 64 bytes (XN_CHACHA_MAX_BATCH at most) and advances the counter. */
+size_t xn_chacha_batch(xn_chacha *c, uint8_t *out)
+{
+    switch (c->lanes) {
+#ifdef XN_HAVE_X86_DISPATCH
+    case 16: chacha_blocks_w16(c->key, c->block, out); break;
+    case 8: chacha_blocks_w8(c->key, c->block, out); break;
+#endif
+    default: chacha_blocks_w4(c->key, c->block, out); break;
+    }
+    c->block += (uint64_t)c->lanes;
+    return (size_t)c->lanes * 64;
+}
+
+int xn_chacha20_keystream(const uint8_t *seed, uint64_t block, uint8_t *out, size_t len)
+{
+    xn_chacha c;
+    uint8_t buf[XN_CHACHA_MAX_BATCH];
+    if (seed == NULL || (out == NULL && len > 0)) return XN_ERR_ARGUMENT;
+    xn_chacha_init(&c, seed, block);
+    while (len > 0) {
+        size_t got = xn_chacha_batch(&c, buf);
+        size_t take = got < len ? got : len;
+        memcpy(out, buf, take);
+        out += take;
+        len -= take;
+    }
+    return XN_OK;
+}

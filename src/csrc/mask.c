@@ -1,0 +1,507 @@
+/* mask.c: rejection sampling of mask numbers, fixed-point encoding of weights, masking,
+ * modular vector arithmetic and mask derivation (PROTOCOL.md sections 9 to 11).
+ *
+ * The original allocates a big integer per weight; here every number is a fixed number of
+ * 64-bit limbs, and the common configurations (every constant below 2^127) take an
+ * unsigned __int128 fast path. Rejection sampling makes the keystream the cost: about 113
+ * keystream bytes per weight for Prime/F32/B0/M3, so the scan over candidates is kept tight
+ * and everything else small beside it.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "xn_internal.h"
+
+#define ORDER_LIMBS(g) (((g)->draw_bytes + 7) / 8)
+#define BATCH 64
+#define SAMPLER_CAP (2 * XN_CHACHA_MAX_BATCH + XN_MAX_DRAW_BYTES)
+
+/* ---- groups ---------------------------------------------------------------------------- */
+
+static int check_group(const xn_group *g)
+{
+    size_t ol;
+    if (g == NULL || g->order == NULL) return XN_ERR_ARGUMENT;
+    if (g->limbs < 1 || g->limbs > XN_MAX_LIMBS) return XN_ERR_ARGUMENT;
+    if (g->draw_bytes < 1 || g->draw_bytes > XN_MAX_DRAW_BYTES) return XN_ERR_ARGUMENT;
+    ol = ORDER_LIMBS(g);
+    if (ol > XN_MAX_LIMBS || ol < g->limbs || ol > g->limbs + 1) return XN_ERR_ARGUMENT;
+    /* the order's byte length must be draw_bytes */
+    if ((mp_bits(g->order, ol) + 7) / 8 != g->draw_bytes) return XN_ERR_ARGUMENT;
+    /* a stored number (< order) must fit in `limbs` limbs */
+    if (ol > g->limbs && mp_bits(g->order, ol) != 64 * g->limbs + 1) return XN_ERR_ARGUMENT;
+    return XN_OK;
+}
+
+/* (a + b) mod order for one number of L limbs; a, b < order; out may alias a. */
+static inline void add_mod_one(uint64_t *out, const uint64_t *a, const uint64_t *b,
+                               const xn_group *g)
+{
+    size_t L = g->limbs;
+    uint64_t carry = mp_add(out, a, b, L);
+    if (carry || mp_cmp(out, L, g->order, ORDER_LIMBS(g)) >= 0) mp_sub(out, out, g->order, L);
+}
+
+/* ---- the sampler: generate_integer over a buffered keystream ---------------------------- */
+
+typedef struct {
+    xn_chacha chacha;
+    size_t pos, len;         /* bytes of buf */
+    uint64_t word_pos;       /* words consumed from the PRNG, accepted or not */
+    uint8_t buf[SAMPLER_CAP + 16];
+} sampler;
+
+static void sampler_init(sampler *s, const uint8_t *seed, uint64_t word_pos)
+{
+    xn_chacha_init(&s->chacha, seed, word_pos / 16);
+    s->len = xn_chacha_batch(&s->chacha, s->buf);
+    s->pos = (size_t)(word_pos % 16) * 4;
+    s->word_pos = word_pos;
+    memset(s->buf + s->len, 0, 16);
+}
+
+/* Moves the unread bytes (fewer than one candidate) to the front and appends keystream. */
+static void sampler_refill(sampler *s)
+{
+    size_t rest = s->len - s->pos;
+    memmove(s->buf, s->buf + s->pos, rest);
+    s->pos = 0;
+    s->len = rest;
+    /* rest < XN_MAX_DRAW_BYTES, so at least two full batches always fit */
+    while (s->len + XN_CHACHA_MAX_BATCH <= SAMPLER_CAP)
+        s->len += xn_chacha_batch(&s->chacha, s->buf + s->len);
+    memset(s->buf + s->len, 0, 16);
+}
+
+/* Draws `want` numbers below the order into out (want * L limbs). Every candidate reads
+ * draw_bytes bytes and consumes ceil(draw_bytes / 4) whole words (rand_core fill_bytes). */
+static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
+{
+    const size_t k = g->draw_bytes, L = g->limbs, ol = ORDER_LIMBS(g);
+    const size_t stride = 4 * ((k + 3) / 4);
+    const uint64_t stride_words = stride / 4;
+    size_t got = 0;
+
+    if (k <= 8) {
+        const uint64_t keep = k == 8 ? ~0ULL : ((1ULL << (8 * k)) - 1);
+        const uint64_t order = g->order[0];
+        while (got < want) {
+            const uint8_t *buf = s->buf;
+            size_t pos = s->pos, len = s->len, start = s->pos;
+            while (pos + stride <= len) {
+                uint64_t v;
+                memcpy(&v, buf + pos, 8);
+                v &= keep;
+                pos += stride;
+                if (v < order) {
+                    out[got * L] = v;
+                    if (L > 1) memset(out + got * L + 1, 0, (L - 1) * sizeof(uint64_t));
+                    if (++got == want) break;
+                }
+            }
+            s->word_pos += (uint64_t)((pos - start) / stride) * stride_words;
+            s->pos = pos;
+            if (got < want) sampler_refill(s);
+        }
+    } else if (k <= 16) {
+        const xn_u128 keep = k == 16 ? ~(xn_u128)0 : (((xn_u128)1 << (8 * k)) - 1);
+        const xn_u128 order = ol == 1 ? g->order[0]
+                                      : (((xn_u128)g->order[1] << 64) | g->order[0]);
+        /* ol == 3 (order 2^128) cannot happen here: that needs 17 draw bytes */
+        while (got < want) {
+            const uint8_t *buf = s->buf;
+            size_t pos = s->pos, len = s->len, start = s->pos;
+            while (pos + stride <= len) {
+                xn_u128 v;
+                memcpy(&v, buf + pos, 16);
+                v &= keep;
+                pos += stride;
+                if (v < order) {
+                    out[got * L] = (uint64_t)v;
+                    if (L > 1) out[got * L + 1] = (uint64_t)(v >> 64);
+                    if (L > 2) memset(out + got * L + 2, 0, (L - 2) * sizeof(uint64_t));
+                    if (++got == want) break;
+                }
+            }
+            s->word_pos += (uint64_t)((pos - start) / stride) * stride_words;
+            s->pos = pos;
+            if (got < want) sampler_refill(s);
+        }
+    } else {
+        uint64_t cand[XN_MAX_LIMBS + 1];
+        while (got < want) {
+            if (s->len - s->pos < stride) sampler_refill(s);
+            memset(cand, 0, sizeof(cand));
+            memcpy(cand, s->buf + s->pos, k);
+            s->pos += stride;
+            s->word_pos += stride_words;
+            if (mp_cmp(cand, ol, g->order, ol) < 0) {
+                memcpy(out + got * L, cand, L * sizeof(uint64_t));
+                got++;
+            }
+        }
+    }
+}
+
+int xn_draw(const uint8_t *seed, uint64_t *word_pos, const xn_group *group, uint64_t *out,
+            size_t n)
+{
+    sampler s;
+    int rc = check_group(group);
+    if (rc != XN_OK) return rc;
+    if (seed == NULL || word_pos == NULL || (out == NULL && n > 0)) return XN_ERR_ARGUMENT;
+    sampler_init(&s, seed, *word_pos);
+    if (n > 0) sample(&s, group, out, n);
+    *word_pos = s.word_pos;
+    return XN_OK;
+}
+
+/* ---- fixed-point encoding ---------------------------------------------------------------- */
+
+typedef struct {
+    const xn_group *g;
+    const xn_encoding *enc;
+    size_t a_bits;
+    int fast;                /* every constant and product fits the u128 path */
+    xn_u128 a, e, ae, two_ae;
+    size_t e_bits;
+} encoder;
+
+static xn_u128 to_u128(const uint64_t *x, size_t n)
+{
+    xn_u128 v = 0;
+    if (n > 0) v = x[0];
+    if (n > 1) v |= (xn_u128)x[1] << 64;
+    return v;
+}
+
+static int encoder_init(encoder *c, const xn_group *g, const xn_encoding *enc)
+{
+    size_t al, el, L = g->limbs;
+    if (enc == NULL || enc->add_shift == NULL || enc->exp_shift == NULL ||
+        enc->shifted_zero == NULL || enc->shifted_max == NULL)
+        return XN_ERR_ARGUMENT;
+    if (enc->add_shift_limbs < 1 || enc->add_shift_limbs > XN_MAX_LIMBS ||
+        enc->exp_shift_limbs < 1 || enc->exp_shift_limbs > XN_MAX_LIMBS)
+        return XN_ERR_ARGUMENT;
+    al = mp_len(enc->add_shift, enc->add_shift_limbs);
+    el = mp_len(enc->exp_shift, enc->exp_shift_limbs);
+    if (al == 0 || el == 0) return XN_ERR_ARGUMENT;
+    /* 2AE must be a stored number below the order */
+    if (mp_cmp(enc->shifted_max, L, g->order, ORDER_LIMBS(g)) >= 0) return XN_ERR_ARGUMENT;
+    c->g = g;
+    c->enc = enc;
+    c->a_bits = mp_bits(enc->add_shift, al);
+    c->e_bits = mp_bits(enc->exp_shift, el);
+    c->fast = mp_bits(enc->shifted_max, L) <= 127 && c->a_bits <= 127 && c->e_bits <= 127;
+    if (c->fast) {
+        c->a = to_u128(enc->add_shift, al);
+        c->e = to_u128(enc->exp_shift, el);
+        c->ae = to_u128(enc->shifted_zero, L);
+        c->two_ae = to_u128(enc->shifted_max, L);
+    }
+    return XN_OK;
+}
+
+static inline void store_u128(uint64_t *out, xn_u128 v, size_t L)
+{
+    out[0] = (uint64_t)v;
+    if (L > 1) {
+        out[1] = (uint64_t)(v >> 64);
+        if (L > 2) memset(out + 2, 0, (L - 2) * sizeof(uint64_t));
+    }
+}
+
+static inline size_t u128_bits(xn_u128 v)
+{
+    uint64_t hi = (uint64_t)(v >> 64);
+    if (hi) return 128 - (size_t)__builtin_clzll(hi);
+    if ((uint64_t)v) return 64 - (size_t)__builtin_clzll((uint64_t)v);
+    return 0;
+}
+
+/* The general path: any constant size. |v| = m * 2^e, clamped to [-A, A], shifted and scaled. */
+static void encode_slow(const encoder *c, int neg, xn_u128 m, int64_t e, uint64_t *out)
+{
+    const xn_encoding *enc = c->enc;
+    const size_t L = c->g->limbs;
+    const size_t al = enc->add_shift_limbs, el = enc->exp_shift_limbs;
+    uint64_t mm[2] = {(uint64_t)m, (uint64_t)(m >> 64)};
+    uint64_t p[XN_MAX_LIMBS + 4], t[2 * XN_MAX_LIMBS + 4];
+    size_t mbits = u128_bits(m);
+    int clamped = 0, rem = 0;
+
+    memset(t, 0, sizeof(t));
+    if (e >= 0) {
+        if ((int64_t)mbits + e > (int64_t)c->a_bits) {
+            clamped = 1;
+        } else {
+            mp_shl(p, al, mm, 2, (size_t)e); /* fits: bits <= a_bits */
+            clamped = mp_cmp(p, al, enc->add_shift, al) > 0;
+            if (!clamped) {
+                mp_mul(t, p, al, enc->exp_shift, el);
+                /* t <= A*E < 2^(64L): only the low L limbs can be nonzero */
+            }
+        }
+    } else {
+        uint64_t q[2];
+        size_t sh = (size_t)(-e);
+        if (sh >= 128) {
+            q[0] = q[1] = 0;
+            rem = m != 0;
+        } else {
+            mp_shr(q, mm, 2, sh, &rem);
+        }
+        {
+            int cmp = mp_cmp(q, 2, enc->add_shift, al);
+            clamped = cmp > 0 || (cmp == 0 && rem);
+        }
+        if (!clamped) {
+            mp_mul(p, mm, 2, enc->exp_shift, el); /* el + 2 limbs */
+            mp_shr(t, p, el + 2, sh, &rem);
+        }
+    }
+    if (clamped) {
+        if (neg) memset(out, 0, L * sizeof(uint64_t));
+        else memcpy(out, enc->shifted_max, L * sizeof(uint64_t));
+        return;
+    }
+    if (neg) {
+        uint64_t one[XN_MAX_LIMBS] = {0};
+        mp_sub(out, enc->shifted_zero, t, L);
+        if (rem) {
+            one[0] = 1;
+            mp_sub(out, out, one, L);
+        }
+    } else {
+        mp_add(out, enc->shifted_zero, t, L);
+    }
+}
+
+/* encode(s * w) for w = (-1)^neg * wm * 2^we and s = sm * 2^se. */
+static inline void encode(const encoder *c, int neg, uint64_t sm, int64_t se, uint64_t wm,
+                          int64_t we, uint64_t *out)
+{
+    const size_t L = c->g->limbs;
+    xn_u128 m = (xn_u128)sm * wm;
+    int64_t e = se + we;
+    if (m == 0) {
+        memcpy(out, c->enc->shifted_zero, L * sizeof(uint64_t));
+        return;
+    }
+    if (c->fast) {
+        size_t mbits = u128_bits(m);
+        if (e >= 0) {
+            xn_u128 p;
+            if ((int64_t)mbits + e > (int64_t)c->a_bits || (p = m << e) > c->a) {
+                store_u128(out, neg ? 0 : c->two_ae, L);
+                return;
+            }
+            p *= c->e;
+            store_u128(out, neg ? c->ae - p : c->ae + p, L);
+            return;
+        } else {
+            int64_t sh = -e;
+            xn_u128 q, low;
+            if (sh >= 128) {
+                q = 0;
+                low = m;
+            } else {
+                q = m >> sh;
+                low = m & ((((xn_u128)1) << sh) - 1);
+            }
+            if (q > c->a || (q == c->a && low != 0)) {
+                store_u128(out, neg ? 0 : c->two_ae, L);
+                return;
+            }
+            if (mbits + c->e_bits <= 128) {
+                xn_u128 p = m * c->e, t, r;
+                if (sh >= 128) {
+                    t = 0;
+                    r = p;
+                } else {
+                    t = p >> sh;
+                    r = p & ((((xn_u128)1) << sh) - 1);
+                }
+                store_u128(out, neg ? c->ae - t - (r != 0) : c->ae + t, L);
+                return;
+            }
+        }
+    }
+    encode_slow(c, neg, m, e, out);
+}
+
+/* Splits a finite double into sign, integer mantissa and binary exponent. */
+static inline void split_double(double x, int *neg, uint64_t *m, int64_t *e)
+{
+    uint64_t bits;
+    uint64_t ef;
+    memcpy(&bits, &x, 8);
+    *neg = (int)(bits >> 63);
+    ef = (bits >> 52) & 0x7ff;
+    *m = bits & ((1ULL << 52) - 1);
+    if (ef == 0) {
+        *e = -1074;
+    } else {
+        *m |= 1ULL << 52;
+        *e = (int64_t)ef - 1075;
+    }
+}
+
+static inline int split_weight(const void *weights, int dtype, size_t j, int *neg, uint64_t *m,
+                               int64_t *e)
+{
+    switch (dtype) {
+    case XN_DTYPE_F32: {
+        float f = ((const float *)weights)[j];
+        if (!isfinite(f)) return XN_ERR_NONFINITE;
+        split_double((double)f, neg, m, e);
+        return XN_OK;
+    }
+    case XN_DTYPE_F64: {
+        double d = ((const double *)weights)[j];
+        if (!isfinite(d)) return XN_ERR_NONFINITE;
+        split_double(d, neg, m, e);
+        return XN_OK;
+    }
+    case XN_DTYPE_I32: {
+        int32_t v = ((const int32_t *)weights)[j];
+        *neg = v < 0;
+        *m = v < 0 ? (uint64_t)(-(int64_t)v) : (uint64_t)v;
+        *e = 0;
+        return XN_OK;
+    }
+    case XN_DTYPE_I64: {
+        int64_t v = ((const int64_t *)weights)[j];
+        *neg = v < 0;
+        *m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+        *e = 0;
+        return XN_OK;
+    }
+    default:
+        return XN_ERR_ARGUMENT;
+    }
+}
+
+int xn_mask_vector(const uint8_t *seed, uint64_t *word_pos, const xn_group *group,
+                   const xn_encoding *enc, uint64_t scalar_mantissa, int32_t scalar_exponent,
+                   const void *weights, int dtype, size_t n, uint64_t *out, size_t *bad_index)
+{
+    sampler s;
+    encoder c = {0};
+    uint64_t r[BATCH * XN_MAX_LIMBS], shifted[XN_MAX_LIMBS];
+    size_t j, L;
+    int rc = check_group(group);
+    if (rc != XN_OK) return rc;
+    if (seed == NULL || word_pos == NULL || ((weights == NULL || out == NULL) && n > 0))
+        return XN_ERR_ARGUMENT;
+    if (dtype < XN_DTYPE_F32 || dtype > XN_DTYPE_I64) return XN_ERR_ARGUMENT;
+    if (scalar_mantissa > (1ULL << 53)) return XN_ERR_ARGUMENT;
+    rc = encoder_init(&c, group, enc);
+    if (rc != XN_OK) return rc;
+    L = group->limbs;
+
+    /* Reject non-finite weights before drawing anything: no partial output. */
+    for (j = 0; j < n; j++) {
+        int neg;
+        uint64_t m;
+        int64_t e;
+        if (split_weight(weights, dtype, j, &neg, &m, &e) != XN_OK) {
+            if (bad_index) *bad_index = j;
+            return XN_ERR_NONFINITE;
+        }
+    }
+    sampler_init(&s, seed, *word_pos);
+    for (j = 0; j < n; j += BATCH) {
+        size_t k, cnt = n - j < BATCH ? n - j : BATCH;
+        sample(&s, group, r, cnt);
+        for (k = 0; k < cnt; k++) {
+            int neg = 0;
+            uint64_t m = 0;
+            int64_t e = 0;
+            split_weight(weights, dtype, j + k, &neg, &m, &e); /* finite: checked above */
+            encode(&c, neg, scalar_mantissa, scalar_exponent, m, e, shifted);
+            add_mod_one(out + (j + k) * L, shifted, r + k * L, group);
+        }
+    }
+    *word_pos = s.word_pos;
+    return XN_OK;
+}
+
+/* ---- vector arithmetic ------------------------------------------------------------------- */
+
+/* acc_j = (acc_j + x_j) mod order; one-limb orders below 2^63 take a loop gcc vectorizes. */
+static void add_mod_vec(uint64_t *acc, const uint64_t *x, size_t n, const xn_group *group)
+{
+    size_t j, L = group->limbs;
+    if (L == 1 && ORDER_LIMBS(group) == 1 && group->order[0] < (1ULL << 63)) {
+        const uint64_t order = group->order[0];
+        for (j = 0; j < n; j++) {
+            uint64_t v = acc[j] + x[j];
+            acc[j] = v >= order ? v - order : v;
+        }
+        return;
+    }
+    for (j = 0; j < n; j++) add_mod_one(acc + j * L, acc + j * L, x + j * L, group);
+}
+
+int xn_add_mod(uint64_t *acc, const uint64_t *x, size_t n, const xn_group *group)
+{
+    int rc = check_group(group);
+    if (rc != XN_OK) return rc;
+    if ((acc == NULL || x == NULL) && n > 0) return XN_ERR_ARGUMENT;
+    add_mod_vec(acc, x, n, group);
+    return XN_OK;
+}
+
+int xn_sub_mod(const uint64_t *a, const uint64_t *b, uint64_t *out, size_t n,
+               const xn_group *group)
+{
+    size_t j, L;
+    int rc = check_group(group);
+    if (rc != XN_OK) return rc;
+    if ((a == NULL || b == NULL || out == NULL) && n > 0) return XN_ERR_ARGUMENT;
+    L = group->limbs;
+    for (j = 0; j < n; j++) {
+        if (mp_sub(out + j * L, a + j * L, b + j * L, L))
+            mp_add(out + j * L, out + j * L, group->order, L); /* wraps mod 2^(64L) */
+    }
+    return XN_OK;
+}
+
+size_t xn_first_invalid(const uint64_t *x, size_t n, const xn_group *group)
+{
+    size_t j;
+    if (check_group(group) != XN_OK || (x == NULL && n > 0)) return 0;
+    for (j = 0; j < n; j++)
+        if (mp_cmp(x + j * group->limbs, group->limbs, group->order, ORDER_LIMBS(group)) >= 0)
+            return j;
+    return n;
+}
+
+int xn_derive_masks_add(const uint8_t *seeds, size_t count, const xn_group *vect_group,
+                        const xn_group *unit_group, size_t n, uint64_t *acc_vect,
+                        uint64_t *acc_unit)
+{
+    uint64_t r[BATCH * XN_MAX_LIMBS];
+    size_t i, j;
+    int rc = check_group(vect_group);
+    if (rc != XN_OK) return rc;
+    rc = check_group(unit_group);
+    if (rc != XN_OK) return rc;
+    if ((seeds == NULL && count > 0) || acc_unit == NULL || (acc_vect == NULL && n > 0))
+        return XN_ERR_ARGUMENT;
+    for (i = 0; i < count; i++) {
+        sampler s;
+        size_t L = vect_group->limbs;
+        sampler_init(&s, seeds + 32 * i, 0);
+        sample(&s, unit_group, r, 1);
+        add_mod_one(acc_unit, acc_unit, r, unit_group);
+        for (j = 0; j < n; j += BATCH) {
+            size_t cnt = n - j < BATCH ? n - j : BATCH;
+            sample(&s, vect_group, r, cnt);
+            add_mod_vec(acc_vect + j * L, r, cnt, vect_group);
+        }
+    }
+    return XN_OK;
+}

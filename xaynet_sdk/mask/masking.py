@@ -1,0 +1,255 @@
+"""Masking, mask derivation, aggregation and unmasking (PROTOCOL.md sections 9 and 11).
+
+Pure functions over seeds, arrays and mask objects. The per-weight work runs in the C core;
+what stays here is per-model: the scalar and the unit (one number each), and the checks.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import threading
+from fractions import Fraction
+from typing import Any, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import _native
+from .config import MaskConfig, MaskConfigPair
+from .objects import MaskObject, MaskUnit, MaskVect, limbs_to_ints
+
+__all__ = [
+    "Aggregation",
+    "AggregationError",
+    "AggregationErrorKind",
+    "clamp_scalar",
+    "derive_mask",
+    "encode_unit",
+    "mask_model",
+    "sum_masks",
+    "unmask",
+]
+
+_F64_MAX = Fraction(2**1024 - 2**971)
+
+
+def clamp_scalar(scalar: float, unit: MaskConfig) -> Fraction:
+    """The scalar as the original uses it: NaN → 0, ±inf → ±f64::MAX, then into [0, add_shift].
+
+    The clamp uses the *unit* configuration's bound, so with B0 scalars above 1 count as 1.
+    """
+    if math.isnan(scalar):
+        s = Fraction(0)
+    elif math.isinf(scalar):
+        s = _F64_MAX if scalar > 0 else -_F64_MAX
+    else:
+        s = Fraction(scalar)
+    return min(max(s, Fraction(0)), Fraction(unit.add_shift))
+
+
+def _dyadic(value: Fraction) -> tuple[int, int]:
+    """``value = mantissa * 2**exponent`` with an odd (or zero) integer mantissa."""
+    num, den = value.numerator, value.denominator
+    if num == 0:
+        return 0, 0
+    if den & (den - 1):
+        raise ValueError(f"{value} is not a dyadic rational")
+    exponent = -(den.bit_length() - 1)
+    tz = (num & -num).bit_length() - 1
+    return num >> tz, exponent + tz
+
+
+def encode_unit(scalar: Fraction, unit: MaskConfig) -> int:
+    """The fixed-point encoding of the (clamped) scalar: ``floor((s + A) * E)``."""
+    return math.floor((scalar + unit.add_shift) * unit.exp_shift)
+
+
+_WEIGHT_DTYPES = {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32), np.dtype(np.int64)}
+
+
+def mask_model(
+    seed: bytes, configs: MaskConfigPair, scalar: float, weights: npt.NDArray[Any]
+) -> MaskObject:
+    """Mask a model with the PRNG of ``seed``: the unit's random number first, then one per weight.
+
+    ``weights`` must already have the configuration's data type (the caller decides how
+    user input is converted, like the original's ``set_model``).
+    """
+    if weights.dtype not in _WEIGHT_DTYPES or weights.ndim != 1:
+        raise TypeError("weights must be a 1-d float32, float64, int32 or int64 array")
+    unit_cfg, vect_cfg = configs.unit, configs.vect
+    s = clamp_scalar(scalar, unit_cfg)
+    r_unit, word_pos = _native.draw(seed, 0, unit_cfg, 1)
+    unit = (encode_unit(s, unit_cfg) + limbs_to_ints(r_unit)[0]) % unit_cfg.order
+    mantissa, exponent = _dyadic(s)
+    vect, _ = _native.mask_vector(
+        seed, word_pos, vect_cfg, mantissa, exponent, np.ascontiguousarray(weights)
+    )
+    return MaskObject(MaskVect(vect_cfg, vect), MaskUnit.from_int(unit_cfg, unit))
+
+
+def derive_mask(seed: bytes, n: int, configs: MaskConfigPair) -> MaskObject:
+    """The mask an update participant added with ``seed``: what a sum participant re-derives."""
+    r_unit, word_pos = _native.draw(seed, 0, configs.unit, 1)
+    vect, _ = _native.draw(seed, word_pos, configs.vect, n)
+    return MaskObject(MaskVect(configs.vect, vect), MaskUnit(configs.unit, r_unit[0]))
+
+
+def sum_masks(
+    seeds: Sequence[bytes], n: int, configs: MaskConfigPair, threads: "int | None" = None
+) -> MaskObject:
+    """The aggregate of the masks of ``seeds``: what a sum participant sends in Sum2.
+
+    With no seeds the result is the original's empty aggregation (no numbers, unit 1).
+    The seeds are split over ``threads`` (default: the usable cores); the C core runs
+    without the GIL, and modular addition is commutative, so the split changes nothing.
+    """
+    if not seeds:
+        return MaskObject.empty(configs)
+    for seed in seeds:
+        if len(seed) != 32:
+            raise ValueError(f"a mask seed is 32 bytes, got {len(seed)}")
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, min(threads, len(seeds)))
+    parts = [b"".join(seeds[i::threads]) for i in range(threads)]
+    vects = [np.zeros((n, configs.vect.limbs), dtype=np.uint64) for _ in parts]
+    units = [np.zeros(configs.unit.limbs, dtype=np.uint64) for _ in parts]
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            _native.derive_masks_add(parts[i], configs.vect, configs.unit, n, vects[i], units[i])
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(e)
+
+    if threads == 1:
+        work(0)
+    else:
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    if errors:
+        raise errors[0]
+    for i in range(1, threads):
+        _native.add_mod(vects[0], vects[i], configs.vect)
+        _native.add_mod(units[0].reshape(1, -1), units[i].reshape(1, -1), configs.unit)
+    return MaskObject(MaskVect(configs.vect, vects[0]), MaskUnit(configs.unit, units[0]))
+
+
+class AggregationErrorKind(enum.Enum):
+    MODEL_MISMATCH = "the vector's configuration or length differs from the aggregation's"
+    SCALAR_MISMATCH = "the unit's configuration differs from the aggregation's"
+    TOO_MANY_MODELS = "the configuration's model type allows no more models"
+    INVALID_OBJECT = "a number is not below the group order"
+    NO_MODELS = "nothing was aggregated"
+
+
+class AggregationError(ValueError):
+    def __init__(self, kind: AggregationErrorKind, detail: str = "") -> None:
+        super().__init__(kind.value + (f": {detail}" if detail else ""))
+        self.kind = kind
+
+
+class Aggregation:
+    """A running modular sum of masked models (coordinator) or of masks (sum participant).
+
+    Mirrors the original's ``Aggregation``: it starts as the empty object, adopts the first
+    object and adds the later ones, counting them, with the same validation rules.
+    """
+
+    def __init__(self, configs: MaskConfigPair, model_length: int) -> None:
+        self.configs = configs
+        self.model_length = model_length
+        self.nb_models = 0
+        self._object = MaskObject.empty(configs)
+
+    @property
+    def object(self) -> MaskObject:
+        return self._object
+
+    def validate(self, obj: MaskObject) -> None:
+        """Raise ``AggregationError`` if ``obj`` cannot be aggregated (PROTOCOL.md 11.2)."""
+        if obj.vect.config != self.configs.vect:
+            raise AggregationError(AggregationErrorKind.MODEL_MISMATCH, "vector configuration")
+        if obj.unit.config != self.configs.unit:
+            raise AggregationError(AggregationErrorKind.SCALAR_MISMATCH)
+        if len(obj.vect) != self.model_length:
+            raise AggregationError(
+                AggregationErrorKind.MODEL_MISMATCH,
+                f"length {len(obj.vect)} != model length {self.model_length}",
+            )
+        if self.nb_models >= self.configs.vect.max_nb_models:
+            raise AggregationError(AggregationErrorKind.TOO_MANY_MODELS)
+        if self.nb_models >= self.configs.unit.max_nb_models:
+            raise AggregationError(AggregationErrorKind.TOO_MANY_MODELS, "unit")
+        if not _valid(obj):
+            raise AggregationError(AggregationErrorKind.INVALID_OBJECT)
+
+    def aggregate(self, obj: MaskObject) -> None:
+        """Add ``obj`` (validated by the caller, as in the original)."""
+        if self.nb_models == 0:
+            self._object = MaskObject(
+                MaskVect(obj.vect.config, obj.vect.data.copy()),
+                MaskUnit(obj.unit.config, obj.unit.data.copy()),
+            )
+        else:
+            _native.add_mod(self._object.vect.data, obj.vect.data, self.configs.vect)
+            _native.add_mod(
+                self._object.unit.data.reshape(1, -1),
+                obj.unit.data.reshape(1, -1),
+                self.configs.unit,
+            )
+        self.nb_models += 1
+
+    def validate_unmasking(self, mask: MaskObject) -> None:
+        """Raise ``AggregationError`` unless ``mask`` can unmask this aggregation (11.5)."""
+        if self.nb_models == 0:
+            raise AggregationError(AggregationErrorKind.NO_MODELS)
+        if self.nb_models > self.configs.vect.max_nb_models or (
+            self.nb_models > self.configs.unit.max_nb_models
+        ):
+            raise AggregationError(AggregationErrorKind.TOO_MANY_MODELS)
+        if mask.vect.config != self.configs.vect or mask.unit.config != self.configs.unit:
+            raise AggregationError(AggregationErrorKind.MODEL_MISMATCH, "mask configuration")
+        if len(mask.vect) != self.model_length:
+            raise AggregationError(
+                AggregationErrorKind.MODEL_MISMATCH,
+                f"mask length {len(mask.vect)} != model length {self.model_length}",
+            )
+        if not _valid(mask):
+            raise AggregationError(AggregationErrorKind.INVALID_OBJECT, "mask")
+
+    def unmask(self, mask: MaskObject) -> list[Fraction]:
+        """The global model: the scalar-weighted mean of the aggregated models, exactly."""
+        self.validate_unmasking(mask)
+        return unmask(self._object, mask, self.nb_models)
+
+
+def _valid(obj: MaskObject) -> bool:
+    return (
+        _native.first_invalid(obj.vect.data, obj.vect.config) == len(obj.vect)
+        and _native.first_invalid(obj.unit.data.reshape(1, -1), obj.unit.config) == 1
+    )
+
+
+def unmask(masked: MaskObject, mask: MaskObject, nb_models: int) -> list[Fraction]:
+    """``(masked - mask) mod order``, unshifted, unscaled and divided by the scalar sum.
+
+    Raises ``ZeroDivisionError``-free: a zero scalar sum is an ``AggregationError``, where the
+    original coordinator would panic.
+    """
+    vect_cfg, unit_cfg = masked.vect.config, masked.unit.config
+    n_unit = (masked.unit.value - mask.unit.value) % unit_cfg.order
+    scalar_sum = Fraction(n_unit, unit_cfg.exp_shift) - nb_models * unit_cfg.add_shift
+    if scalar_sum == 0:
+        raise AggregationError(AggregationErrorKind.NO_MODELS, "the scalars sum to zero")
+    shifted = limbs_to_ints(_native.sub_mod(masked.vect.data, mask.vect.data, vect_cfg))
+    offset = nb_models * vect_cfg.add_shift * vect_cfg.exp_shift
+    # W_j = ((n_j - N*A*E) / E) / S; Fraction reduces to the canonical form the original sends.
+    denominator = scalar_sum * vect_cfg.exp_shift
+    return [Fraction(n - offset) / denominator for n in shifted]
