@@ -31,6 +31,41 @@
 #undef XN_FN
 #undef XN_ATTR
 
+#include <immintrin.h>
+
+/* Lane b of x[j] is word j of block b; blocks must leave in keystream order. A 16x16
+ * transpose in registers: 32- and 64-bit unpacks give 4-word rows per 128-bit lane, then
+ * 128-bit lane shuffles gather each block's four rows. */
+__attribute__((target("avx512f"))) static inline void store16_avx512(const void *xv,
+                                                                     uint8_t *out)
+{
+    const __m512i *x = (const __m512i *)xv;
+    __m512i t[16], u[16];
+    int k, m;
+    for (k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_epi32(x[2 * k], x[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(x[2 * k], x[2 * k + 1]);
+    }
+    for (k = 0; k < 4; k++) {
+        u[4 * k + 0] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    /* u[4k + m], 128-bit lane L = words 4k..4k+3 of block 4L + m */
+    for (m = 0; m < 4; m++) {
+        __m512i p0 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44);
+        __m512i p1 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xEE);
+        __m512i q0 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44);
+        __m512i q1 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xEE);
+        _mm512_storeu_si512((void *)(out + 64 * (0 + m)), _mm512_shuffle_i32x4(p0, q0, 0x88));
+        _mm512_storeu_si512((void *)(out + 64 * (4 + m)), _mm512_shuffle_i32x4(p0, q0, 0xDD));
+        _mm512_storeu_si512((void *)(out + 64 * (8 + m)), _mm512_shuffle_i32x4(p1, q1, 0x88));
+        _mm512_storeu_si512((void *)(out + 64 * (12 + m)), _mm512_shuffle_i32x4(p1, q1, 0xDD));
+    }
+}
+
+#define XN_STORE16(x, out) store16_avx512((x), (out))
 #define XN_W 16
 #define XN_FN chacha_blocks_w16
 #define XN_ATTR __attribute__((target("avx512f")))
@@ -38,6 +73,7 @@
 #undef XN_W
 #undef XN_FN
 #undef XN_ATTR
+#undef XN_STORE16
 #endif
 
 static int lanes_available(void)

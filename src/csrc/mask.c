@@ -13,7 +13,7 @@
 #include "xn_internal.h"
 
 #define ORDER_LIMBS(g) (((g)->draw_bytes + 7) / 8)
-#define BATCH 64
+#define BATCH 256
 #define SAMPLER_CAP (2 * XN_CHACHA_MAX_BATCH + XN_MAX_DRAW_BYTES)
 
 /* ---- groups ---------------------------------------------------------------------------- */
@@ -73,6 +73,34 @@ static void sampler_refill(sampler *s)
     memset(s->buf + s->len, 0, 16);
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define XN_HAVE_SCAN8_AVX512 1
+/* Eight 8-byte candidates per step: mask to k bytes, compare with the order, and
+ * compress-store the accepted ones. Consumes whole groups of eight while at least eight
+ * more numbers are wanted, so every candidate it reads is one the scalar loop would read. */
+__attribute__((target("avx512f"))) static size_t scan8_avx512(const uint8_t *buf, size_t *pos,
+                                                              size_t len, uint64_t keep,
+                                                              uint64_t order, uint64_t *out,
+                                                              size_t want)
+{
+    const __m512i vkeep = _mm512_set1_epi64((long long)keep);
+    const __m512i vorder = _mm512_set1_epi64((long long)order);
+    size_t p = *pos, got = 0;
+    while (p + 64 <= len && want - got >= 8) {
+        __m512i v = _mm512_and_si512(_mm512_loadu_si512((const void *)(buf + p)), vkeep);
+        __mmask8 m = _mm512_cmplt_epu64_mask(v, vorder);
+        /* compress in a register and store all eight lanes (room: want - got >= 8); a
+           compress straight to memory is microcoded and slow on AMD Zen 4 */
+        _mm512_storeu_si512((void *)(out + got), _mm512_maskz_compress_epi64(m, v));
+        got += (size_t)__builtin_popcount((unsigned)m);
+        p += 64;
+    }
+    *pos = p;
+    return got;
+}
+#endif
+
 /* Draws `want` numbers below the order into out (want * L limbs). Every candidate reads
  * draw_bytes bytes and consumes ceil(draw_bytes / 4) whole words (rand_core fill_bytes). */
 static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
@@ -88,7 +116,11 @@ static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
         while (got < want) {
             const uint8_t *buf = s->buf;
             size_t pos = s->pos, len = s->len, start = s->pos;
-            while (pos + stride <= len) {
+#ifdef XN_HAVE_SCAN8_AVX512
+            if (stride == 8 && L == 1 && s->chacha.lanes == 16)
+                got += scan8_avx512(buf, &pos, len, keep, order, out + got, want - got);
+#endif
+            while (pos + stride <= len && got < want) {
                 uint64_t v;
                 memcpy(&v, buf + pos, 8);
                 v &= keep;
@@ -96,7 +128,7 @@ static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
                 if (v < order) {
                     out[got * L] = v;
                     if (L > 1) memset(out + got * L + 1, 0, (L - 1) * sizeof(uint64_t));
-                    if (++got == want) break;
+                    ++got;
                 }
             }
             s->word_pos += (uint64_t)((pos - start) / stride) * stride_words;
@@ -331,6 +363,33 @@ static inline void encode(const encoder *c, int neg, uint64_t sm, int64_t se, ui
     encode_slow(c, neg, m, e, out);
 }
 
+/* encode() when every quantity fits 64 bits: m * E < 2^64 and 2AE < 2^63 (checked by the
+ * caller once per model). The default scalar 1.0 with F32 or I32 weights and bounds up to B6
+ * lands here, which is most real use. */
+static inline uint64_t encode_u64(uint64_t a, size_t a_bits, uint64_t e_shift, uint64_t ae,
+                                  uint64_t two_ae, int neg, uint64_t m, int64_t e)
+{
+    uint64_t t, rem;
+    if (m == 0) return ae;
+    if (e >= 0) {
+        uint64_t p;
+        if ((int64_t)(64 - __builtin_clzll(m)) + e > (int64_t)a_bits || (p = m << e) > a)
+            return neg ? 0 : two_ae;
+        return neg ? ae - p * e_shift : ae + p * e_shift;
+    }
+    if (e > -64) {
+        int sh = (int)-e;
+        uint64_t q = m >> sh, low = m & ((1ULL << sh) - 1), p = m * e_shift;
+        if (q > a || (q == a && low != 0)) return neg ? 0 : two_ae;
+        t = p >> sh;
+        rem = (p & ((1ULL << sh) - 1)) != 0;
+    } else {
+        t = 0;
+        rem = 1; /* m != 0 and E != 0 */
+    }
+    return neg ? ae - t - rem : ae + t;
+}
+
 /* Splits a finite double into sign, integer mantissa and binary exponent. */
 static inline void split_double(double x, int *neg, uint64_t *m, int64_t *e)
 {
@@ -348,6 +407,24 @@ static inline void split_double(double x, int *neg, uint64_t *m, int64_t *e)
     }
 }
 
+/* The same for a float, keeping its 24-bit mantissa (not the 53 bits of a widened double),
+ * which is what lets F32 weights take the 64-bit encoding path. */
+static inline void split_float(float x, int *neg, uint64_t *m, int64_t *e)
+{
+    uint32_t bits;
+    uint32_t ef;
+    memcpy(&bits, &x, 4);
+    *neg = (int)(bits >> 31);
+    ef = (bits >> 23) & 0xff;
+    *m = bits & ((1u << 23) - 1);
+    if (ef == 0) {
+        *e = -149;
+    } else {
+        *m |= 1u << 23;
+        *e = (int64_t)ef - 150;
+    }
+}
+
 static inline int split_weight(const void *weights, int dtype, size_t j, int *neg, uint64_t *m,
                                int64_t *e)
 {
@@ -355,7 +432,7 @@ static inline int split_weight(const void *weights, int dtype, size_t j, int *ne
     case XN_DTYPE_F32: {
         float f = ((const float *)weights)[j];
         if (!isfinite(f)) return XN_ERR_NONFINITE;
-        split_double((double)f, neg, m, e);
+        split_float(f, neg, m, e);
         return XN_OK;
     }
     case XN_DTYPE_F64: {
@@ -409,6 +486,33 @@ int xn_mask_vector(const uint8_t *seed, uint64_t *word_pos, const xn_group *grou
         if (split_weight(weights, dtype, j, &neg, &m, &e) != XN_OK) {
             if (bad_index) *bad_index = j;
             return XN_ERR_NONFINITE;
+        }
+    }
+    {
+        static const int weight_bits[4] = {24, 53, 31, 64}; /* mantissa bits per dtype */
+        size_t sm_bits = scalar_mantissa ? 64 - (size_t)__builtin_clzll(scalar_mantissa) : 0;
+        int u64path = L == 1 && ORDER_LIMBS(group) == 1 && group->order[0] < (1ULL << 63) &&
+                      c.fast && c.two_ae < ((xn_u128)1 << 63) &&
+                      sm_bits + (size_t)weight_bits[dtype] + c.e_bits <= 64;
+        if (u64path) {
+            const uint64_t a = (uint64_t)c.a, es = (uint64_t)c.e, ae = (uint64_t)c.ae;
+            const uint64_t two_ae = (uint64_t)c.two_ae, order = group->order[0];
+            sampler_init(&s, seed, *word_pos);
+            for (j = 0; j < n; j += BATCH) {
+                size_t k, cnt = n - j < BATCH ? n - j : BATCH;
+                sample(&s, group, r, cnt);
+                for (k = 0; k < cnt; k++) {
+                    int neg = 0;
+                    uint64_t m = 0, v;
+                    int64_t e = 0;
+                    split_weight(weights, dtype, j + k, &neg, &m, &e);
+                    v = encode_u64(a, c.a_bits, es, ae, two_ae, neg, m * scalar_mantissa,
+                                   e + scalar_exponent) + r[k];
+                    out[j + k] = v >= order ? v - order : v;
+                }
+            }
+            *word_pos = s.word_pos;
+            return XN_OK;
         }
     }
     sampler_init(&s, seed, *word_pos);

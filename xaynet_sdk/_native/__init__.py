@@ -8,7 +8,7 @@ Calls release the GIL (cffi's default in API mode), so masks can be derived on a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -122,7 +122,7 @@ class _Native:
     keepalive: tuple[Any, ...]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _native(config: MaskConfig) -> _Native:
     limbs = config.limbs
     order = _limbs_of(config.order, (config.draw_bytes + 7) // 8)
@@ -156,7 +156,9 @@ def _vector(array: Limbs, config: MaskConfig, name: str, writable: bool = False)
     if array.dtype != np.uint64 or not array.flags.c_contiguous:
         raise TypeError(f"{name} must be a C-contiguous uint64 array")
     if array.ndim != 2 or array.shape[1] != config.limbs:
-        raise ValueError(f"{name} must have shape (n, {config.limbs}) for {config}, got {array.shape}")
+        raise ValueError(
+            f"{name} must have shape (n, {config.limbs}) for {config}, got {array.shape}"
+        )
     if writable and not array.flags.writeable:
         raise ValueError(f"{name} must be writable")
     return ffi.from_buffer("uint64_t[]", array, require_writable=writable)
@@ -295,7 +297,9 @@ def model_from_bincode(data: bytes, dtype: "npt.DTypeLike") -> tuple[npt.NDArray
     Returns the array and the number of bytes read (bincode allows trailing bytes).
     """
     if len(data) < 8:
-        raise MalformedInput(f"global model truncated: need 8 bytes for its length, have {len(data)}")
+        raise MalformedInput(
+            f"global model truncated: need 8 bytes for its length, have {len(data)}"
+        )
     declared = int.from_bytes(data[:8], "little")
     if declared > (len(data) - 8) // 18:
         raise MalformedInput(

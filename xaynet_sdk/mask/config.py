@@ -41,7 +41,9 @@ class _Coded(enum.IntEnum):
             return cls(code)
         except ValueError:
             valid = ", ".join(f"{m.name}={m.value}" for m in cls)
-            raise InvalidMaskConfig(f"invalid {cls.__name__} byte {code} (valid: {valid})") from None
+            raise InvalidMaskConfig(
+                f"invalid {cls.__name__} byte {code} (valid: {valid})"
+            ) from None
 
     @classmethod
     def from_index(cls, index: int) -> "_Coded":
@@ -102,7 +104,7 @@ class ModelType(_Coded):
 
     @property
     def max_nb_models(self) -> int:
-        return 10 ** int(self.value)
+        return int(10 ** int(self.value))
 
 
 _F32_MAX = int(Fraction((2**24 - 1) * 2**104))
@@ -149,7 +151,7 @@ class MaskConfig:
 
     @classmethod
     def from_names(cls, group: str, data: str, bound: str, model: str) -> "MaskConfig":
-        """Build from the four names used in coordinator config files (``"Prime"``, ``"F32"``...)."""
+        """Build from the four names of coordinator config files (``"Prime"``, ``"F32"``...)."""
         return cls(
             GroupType.from_name(group),  # type: ignore[arg-type]
             DataType.from_name(data),  # type: ignore[arg-type]
@@ -160,7 +162,12 @@ class MaskConfig:
     # -- the 4-byte wire form (mask objects) ------------------------------------------------
     def to_bytes(self) -> bytes:
         return bytes(
-            (self.group_type.value, self.data_type.value, self.bound_type.value, self.model_type.value)
+            (
+                self.group_type.value,
+                self.data_type.value,
+                self.bound_type.value,
+                self.model_type.value,
+            )
         )
 
     @classmethod

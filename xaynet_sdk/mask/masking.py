@@ -66,7 +66,12 @@ def encode_unit(scalar: Fraction, unit: MaskConfig) -> int:
     return math.floor((scalar + unit.add_shift) * unit.exp_shift)
 
 
-_WEIGHT_DTYPES = {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32), np.dtype(np.int64)}
+_WEIGHT_DTYPES = {
+    np.dtype(np.float32),
+    np.dtype(np.float64),
+    np.dtype(np.int32),
+    np.dtype(np.int64),
+}
 
 
 def mask_model(
@@ -112,7 +117,11 @@ def sum_masks(
         if len(seed) != 32:
             raise ValueError(f"a mask seed is 32 bytes, got {len(seed)}")
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
     threads = max(1, min(threads, len(seeds)))
     parts = [b"".join(seeds[i::threads]) for i in range(threads)]
     vects = [np.zeros((n, configs.vect.limbs), dtype=np.uint64) for _ in parts]
@@ -187,7 +196,7 @@ class Aggregation:
             raise AggregationError(AggregationErrorKind.TOO_MANY_MODELS)
         if self.nb_models >= self.configs.unit.max_nb_models:
             raise AggregationError(AggregationErrorKind.TOO_MANY_MODELS, "unit")
-        if not _valid(obj):
+        if not obj.is_valid():
             raise AggregationError(AggregationErrorKind.INVALID_OBJECT)
 
     def aggregate(self, obj: MaskObject) -> None:
@@ -221,7 +230,7 @@ class Aggregation:
                 AggregationErrorKind.MODEL_MISMATCH,
                 f"mask length {len(mask.vect)} != model length {self.model_length}",
             )
-        if not _valid(mask):
+        if not mask.is_valid():
             raise AggregationError(AggregationErrorKind.INVALID_OBJECT, "mask")
 
     def unmask(self, mask: MaskObject) -> list[Fraction]:
@@ -230,18 +239,10 @@ class Aggregation:
         return unmask(self._object, mask, self.nb_models)
 
 
-def _valid(obj: MaskObject) -> bool:
-    return (
-        _native.first_invalid(obj.vect.data, obj.vect.config) == len(obj.vect)
-        and _native.first_invalid(obj.unit.data.reshape(1, -1), obj.unit.config) == 1
-    )
-
-
 def unmask(masked: MaskObject, mask: MaskObject, nb_models: int) -> list[Fraction]:
     """``(masked - mask) mod order``, unshifted, unscaled and divided by the scalar sum.
 
-    Raises ``ZeroDivisionError``-free: a zero scalar sum is an ``AggregationError``, where the
-    original coordinator would panic.
+    A zero scalar sum is an ``AggregationError``; the original coordinator panics there.
     """
     vect_cfg, unit_cfg = masked.vect.config, masked.unit.config
     n_unit = (masked.unit.value - mask.unit.value) % unit_cfg.order

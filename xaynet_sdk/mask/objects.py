@@ -14,9 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .. import _native
 from .config import InvalidMaskConfig, MaskConfig, MaskConfigPair
 
-__all__ = ["MaskObject", "MaskObjectError", "MaskUnit", "MaskVect", "ints_to_limbs", "limbs_to_ints"]
+__all__ = [
+    "MaskObject",
+    "MaskObjectError",
+    "MaskUnit",
+    "MaskVect",
+    "ints_to_limbs",
+    "limbs_to_ints",
+]
 
 Limbs = npt.NDArray[np.uint64]
 
@@ -56,22 +64,6 @@ def _wire_to_limbs(data: "bytes | memoryview", n: int, bpn: int, limbs: int) -> 
     return out.view("<u8").reshape(n, limbs).astype(np.uint64, copy=False)
 
 
-def _less_than_order(array: Limbs, config: MaskConfig) -> bool:
-    """True iff every number is below the order (vectorized lexicographic compare on limbs)."""
-    if array.size == 0:
-        return True
-    limbs = config.limbs
-    order = np.frombuffer(config.order.to_bytes(limbs * 8, "little"), dtype="<u8")
-    a = array.reshape(-1, limbs)
-    undecided = np.ones(a.shape[0], dtype=bool)
-    less = np.zeros(a.shape[0], dtype=bool)
-    for i in range(limbs - 1, -1, -1):
-        col = a[:, i]
-        less |= undecided & (col < order[i])
-        undecided &= col == order[i]
-    return bool(less.all())
-
-
 @dataclass(frozen=True, eq=False)
 class MaskVect:
     config: MaskConfig
@@ -91,7 +83,7 @@ class MaskVect:
     __hash__ = None  # type: ignore[assignment]
 
     def is_valid(self) -> bool:
-        return _less_than_order(self.data, self.config)
+        return _native.first_invalid(self.data, self.config) == len(self)
 
     def to_bytes(self) -> bytes:
         return (
@@ -120,7 +112,7 @@ class MaskUnit:
     __hash__ = None  # type: ignore[assignment]
 
     def is_valid(self) -> bool:
-        return _less_than_order(self.data.reshape(1, -1), self.config)
+        return _native.first_invalid(self.data.reshape(1, -1), self.config) == 1
 
     def to_bytes(self) -> bytes:
         return self.config.to_bytes() + _limbs_to_wire(
@@ -173,10 +165,17 @@ class MaskObject:
 
     @property
     def byte_length(self) -> int:
-        return 8 + len(self.vect) * self.vect.config.bytes_per_number + 4 + self.unit.config.bytes_per_number
+        return (
+            8
+            + len(self.vect) * self.vect.config.bytes_per_number
+            + 4
+            + self.unit.config.bytes_per_number
+        )
 
     @classmethod
-    def from_bytes(cls, data: "bytes | bytearray | memoryview", offset: int = 0) -> "tuple[MaskObject, int]":
+    def from_bytes(
+        cls, data: "bytes | bytearray | memoryview", offset: int = 0
+    ) -> "tuple[MaskObject, int]":
         """Parse a mask object at ``offset``; return it and the offset just past it.
 
         Like the original, only lengths and config codes are checked here, not that numbers
@@ -212,6 +211,7 @@ class MaskObject:
                 f"mask unit truncated: need {ubpn} bytes, have {len(view) - end - 4}"
             )
         unit = MaskUnit(
-            unit_config, _wire_to_limbs(view[end + 4 : end + 4 + ubpn], 1, ubpn, unit_config.limbs)[0]
+            unit_config,
+            _wire_to_limbs(view[end + 4 : end + 4 + ubpn], 1, ubpn, unit_config.limbs)[0],
         )
         return cls(vect, unit), offset + end + 4 + ubpn

@@ -1,0 +1,1 @@
+"""Harness for the ORIGINAL Xaynet participant (separate venv, driven in a subprocess)."""

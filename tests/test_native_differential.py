@@ -1,0 +1,394 @@
+"""The C core against the slow pure-Python reference, over all 240 mask configurations.
+
+Every case draws a configuration, a seed and weights (special values included) and demands
+bit-identical results: a one-byte difference would make a mixed round fail to unmask.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reference import (  # noqa: E402
+    RefConversionError,
+    RefHang,
+    RefPrng,
+    chacha20_keystream,
+    ref_aggregate,
+    ref_derive_mask,
+    ref_from_primitives,
+    ref_mask,
+    ref_mask_object_bytes,
+    ref_model_to_bincode,
+    ref_ratio_to_primitive,
+    ref_ratios_to_bincode,
+    ref_unmask,
+)
+
+from xaynet_sdk import _native  # noqa: E402
+from xaynet_sdk.mask.config import DataType, MaskConfig, MaskConfigPair, all_configs  # noqa: E402
+from xaynet_sdk.mask.masking import (  # noqa: E402
+    Aggregation,
+    AggregationError,
+    derive_mask,
+    mask_model,
+    sum_masks,
+    unmask,
+)
+from xaynet_sdk.mask.objects import MaskObject, limbs_to_ints  # noqa: E402
+
+CONFIGS = list(all_configs())
+SETTINGS = settings(
+    max_examples=int(os.environ.get("XAYNET_DIFF_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+seeds = st.binary(min_size=32, max_size=32)
+configs = st.sampled_from(CONFIGS)
+
+F32_MAX = float(np.finfo(np.float32).max)
+F32_TINY = float(np.finfo(np.float32).smallest_subnormal)
+F64_MAX = sys.float_info.max
+F64_TINY = 5e-324
+SPECIAL_FLOATS = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    1e-30,
+    -1e-30,
+    100.0,
+    -100.0,
+    1e6,
+    1e7,
+    F32_MAX,
+    -F32_MAX,
+    F32_TINY,
+    -F32_TINY,
+    F64_TINY,
+    -F64_TINY,
+    F64_MAX,
+    -F64_MAX,
+    1 / 3,
+    2.0**-149,
+    2.0**-1074,
+    1e300,
+    -1e300,
+]
+SPECIAL_SCALARS = [
+    0.0,
+    1.0,
+    0.5,
+    1 / 3,
+    2.0,
+    1e-300,
+    5e-324,
+    1e300,
+    F64_MAX,
+    -1.0,
+    math.inf,
+    -math.inf,
+    math.nan,
+    100.0,
+    1e6,
+    2.0**31,
+    2.0**63,
+]
+
+
+def weights_for(data_type: DataType) -> st.SearchStrategy[list[float] | list[int]]:
+    if data_type is DataType.F32:
+        elem = st.one_of(
+            st.sampled_from([x for x in SPECIAL_FLOATS if abs(x) <= F32_MAX]),
+            st.floats(width=32, allow_nan=False, allow_infinity=False),
+        )
+    elif data_type is DataType.F64:
+        elem = st.one_of(
+            st.sampled_from(SPECIAL_FLOATS), st.floats(allow_nan=False, allow_infinity=False)
+        )
+    elif data_type is DataType.I32:
+        elem = st.one_of(
+            st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31)]), st.integers(-(2**31), 2**31 - 1)
+        )
+    else:
+        elem = st.one_of(
+            st.sampled_from([0, 1, -1, 2**63 - 1, -(2**63)]), st.integers(-(2**63), 2**63 - 1)
+        )
+    return st.lists(elem, min_size=0, max_size=12)  # type: ignore[return-value]
+
+
+scalars = st.one_of(st.sampled_from(SPECIAL_SCALARS), st.floats())
+
+
+@SETTINGS
+@given(seed=seeds, block=st.integers(0, 2**32 + 5), n=st.integers(0, 3000))
+def test_keystream_matches_cryptography(seed: bytes, block: int, n: int) -> None:
+    # cryptography's 16-byte nonce is (32-bit counter, 96-bit nonce): below 2^32 blocks the
+    # original's 64-bit counter is the same stream
+    assume(block + n // 64 + 1 < 2**32)
+    nonce = struct.pack("<I", block) + b"\0" * 12
+    expected = Cipher(algorithms.ChaCha20(seed, nonce), None).encryptor().update(b"\0" * n)
+    assert _native.chacha20_keystream(seed, n, block) == expected
+
+
+def test_keystream_matches_pure_python() -> None:
+    seed = bytes(range(32))
+    assert _native.chacha20_keystream(seed, 1000) == chacha20_keystream(seed, 1000)
+
+
+@SETTINGS
+@given(seed=seeds, config=configs, n=st.integers(0, 20), start=st.integers(0, 40))
+def test_draw_matches_reference(seed: bytes, config: MaskConfig, n: int, start: int) -> None:
+    prng = RefPrng(seed)
+    prng.word_pos = start
+    expected = [prng.generate_integer(config.order) for _ in range(n)]
+    got, word_pos = _native.draw(seed, start, config, n)
+    assert limbs_to_ints(got) == expected if n else got.shape == (0, config.limbs)
+    assert word_pos == prng.word_pos
+
+
+@SETTINGS
+@given(data=st.data(), seed=seeds, vect=configs, scalar=scalars)
+def test_mask_matches_reference(
+    data: st.DataObject, seed: bytes, vect: MaskConfig, scalar: float
+) -> None:
+    # the unit config usually equals the vector's, but the two are independent in the protocol
+    unit = data.draw(st.one_of(st.just(vect), configs))
+    weights = data.draw(weights_for(vect.data_type))
+    array = np.array(weights, dtype=vect.data_type.numpy_dtype)
+    exact = ref_from_primitives(array.tolist(), vect.data_type)
+    expected_vect, expected_unit = ref_mask(seed, vect, unit, scalar, exact)
+    got = mask_model(seed, MaskConfigPair(vect, unit), scalar, array)
+    assert limbs_to_ints(got.vect.data) == expected_vect if weights else len(got.vect) == 0
+    assert got.unit.value == expected_unit
+    assert got.to_bytes() == ref_mask_object_bytes(expected_vect, expected_unit, vect, unit)
+    assert got.is_valid()
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_every_config_masks_like_reference(config: MaskConfig) -> None:
+    """One deterministic case per configuration, with extreme weights and a non-dyadic scalar."""
+    seed = bytes([CONFIGS.index(config)]) * 32
+    if config.data_type.is_float:
+        limit = F32_MAX if config.data_type is DataType.F32 else F64_MAX
+        weights = [0.0, -0.0, 1 / 3, -2.5, limit, -limit, 1e-40, 7.0]
+    else:
+        top = 2**31 - 1 if config.data_type is DataType.I32 else 2**63 - 1
+        weights = [0, 1, -1, top, -top - 1, 12345]
+    array = np.array(weights, dtype=config.data_type.numpy_dtype)
+    pair = MaskConfigPair.single(config)
+    expected = ref_mask(
+        seed, config, config, 1 / 3, ref_from_primitives(array.tolist(), config.data_type)
+    )
+    got = mask_model(seed, pair, 1 / 3, array)
+    assert (limbs_to_ints(got.vect.data), got.unit.value) == expected
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_weight_is_refused(bad: float, dtype: type) -> None:
+    config = MaskConfig.from_name("Prime/F32/B0/M3")
+    weights = np.array([1.0, bad, 2.0], dtype=dtype)
+    with pytest.raises(_native.NonFiniteWeight) as err:
+        mask_model(b"\1" * 32, MaskConfigPair.single(config), 1.0, weights)
+    assert err.value.index == 1
+
+
+@SETTINGS
+@given(seed=seeds, vect=configs, n=st.integers(0, 16))
+def test_derive_mask_matches_reference(seed: bytes, vect: MaskConfig, n: int) -> None:
+    expected = ref_derive_mask(seed, n, vect, vect)
+    got = derive_mask(seed, n, MaskConfigPair.single(vect))
+    assert (limbs_to_ints(got.vect.data) if n else [], got.unit.value) == expected
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    vect=configs,
+    n=st.integers(0, 10),
+    k=st.integers(0, 5),
+    threads=st.integers(1, 3),
+)
+def test_sum_masks_matches_reference(
+    data: st.DataObject, vect: MaskConfig, n: int, k: int, threads: int
+) -> None:
+    pair = MaskConfigPair.single(vect)
+    mask_seeds = [data.draw(seeds) for _ in range(k)]
+    got = sum_masks(mask_seeds, n, pair, threads=threads)
+    if k == 0:
+        assert got == MaskObject.empty(pair)
+        return
+    expected = ref_aggregate([ref_derive_mask(s, n, vect, vect) for s in mask_seeds], vect, vect)
+    assert (limbs_to_ints(got.vect.data) if n else [], got.unit.value) == expected
+
+
+@SETTINGS
+@given(data=st.data(), vect=configs, n=st.integers(1, 8), k=st.integers(1, 4))
+def test_round_trip_matches_reference(
+    data: st.DataObject, vect: MaskConfig, n: int, k: int
+) -> None:
+    """Mask k models, aggregate, unmask with the summed masks: the same exact global model."""
+    pair = MaskConfigPair.single(vect)
+    # small integers are exact in every data type, so the mean can be checked exactly below
+    small = st.lists(st.integers(-3, 3), min_size=n, max_size=n)
+    models = [np.array(data.draw(small), dtype=vect.data_type.numpy_dtype) for _ in range(k)]
+    scalars_ = [data.draw(st.sampled_from([1.0, 0.5, 0.25, 1 / 3])) for _ in range(k)]
+    mask_seeds = [data.draw(seeds) for _ in range(k)]
+    aggregation = Aggregation(pair, n)
+    ref_masked = []
+    for seed, model, s in zip(mask_seeds, models, scalars_):
+        masked = mask_model(seed, pair, s, model)
+        aggregation.validate(masked)
+        aggregation.aggregate(masked)
+        ref_masked.append(
+            ref_mask(seed, vect, vect, s, ref_from_primitives(model.tolist(), vect.data_type))
+        )
+    mask = sum_masks(mask_seeds, n, pair)
+    got = aggregation.unmask(mask)
+    ref_masks = [ref_derive_mask(s, n, vect, vect) for s in mask_seeds]
+    expected = ref_unmask(
+        ref_aggregate(ref_masked, vect, vect), ref_aggregate(ref_masks, vect, vect), k, vect, vect
+    )
+    assert got == expected
+    # and the exact result is the scalar-weighted mean within the configuration's precision
+    # (the protocol clamps each scaled weight s*w to the bound, and the scalar to the unit's)
+    a = Fraction(vect.add_shift)
+    clamped = [min(Fraction(s), a) for s in scalars_]
+    s_total = sum(clamped)
+    for j in range(n):
+        mean = sum(min(max(s * int(m[j]), -a), a) for s, m in zip(clamped, models)) / s_total
+        # truncation: up to 1/E per encoded weight, and 1/E per encoded scalar in the divisor
+        e_n, e_1 = Fraction(1, vect.exp_shift), Fraction(1, vect.exp_shift)
+        bound = (abs(mean) * k * e_1 + k * e_n) / (s_total - k * e_1)
+        assert abs(got[j] - mean) <= bound
+
+
+def test_aggregation_rejects_what_the_original_rejects() -> None:
+    pair = MaskConfigPair.single(MaskConfig.from_name("Prime/F32/B0/M3"))
+    other = MaskConfigPair.single(MaskConfig.from_name("Prime/F64/B0/M3"))
+    agg = Aggregation(pair, 2)
+    good = mask_model(b"\2" * 32, pair, 1.0, np.array([0.5, -0.5], dtype=np.float32))
+    for bad in (
+        mask_model(b"\2" * 32, pair, 1.0, np.array([0.5], dtype=np.float32)),
+        mask_model(b"\2" * 32, other, 1.0, np.array([0.5, 1.0])),
+        MaskObject.from_ints(pair, [pair.vect.order, 0], 0),
+    ):
+        with pytest.raises(AggregationError):
+            agg.validate(bad)
+    agg.validate(good)
+    agg.aggregate(good)
+    assert agg.nb_models == 1
+    with pytest.raises(AggregationError):
+        Aggregation(pair, 2).unmask(derive_mask(b"\2" * 32, 2, pair))
+
+
+def test_unmask_refuses_zero_scalar_sum() -> None:
+    pair = MaskConfigPair.single(MaskConfig.from_name("Prime/F32/B0/M3"))
+    seed = b"\3" * 32
+    masked = mask_model(seed, pair, 0.0, np.array([0.5], dtype=np.float32))
+    with pytest.raises(AggregationError):
+        unmask(masked, derive_mask(seed, 1, pair), 1)
+
+
+# ---- global model conversion -------------------------------------------------------------
+
+
+def _ref_convert(ratios: list[tuple[int, int]], dtype: DataType) -> list[float | int] | str:
+    out: list[float | int] = []
+    for num, den in ratios:
+        try:
+            out.append(ref_ratio_to_primitive(num, den, dtype))
+        except RefHang:
+            return "diverges"
+        except RefConversionError:
+            return "range"
+    return out
+
+
+bigints = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.integers(-(2**1100), 2**1100),
+    st.sampled_from(
+        [
+            0,
+            1,
+            -1,
+            2**24 + 1,
+            2**53 + 1,
+            2**64 + 2**40 + 1,
+            2**128,
+            2**129,
+            2**1024,
+            3 * (2**24 + 1),
+        ]
+    ),
+)
+
+
+@SETTINGS
+@given(
+    ratios=st.lists(st.tuples(bigints, bigints.filter(lambda d: d != 0)), max_size=6),
+    dtype=st.sampled_from(list(DataType)),
+)
+def test_model_conversion_matches_reference(ratios: list[tuple[int, int]], dtype: DataType) -> None:
+    data = ref_ratios_to_bincode(ratios) + b"trailing"
+    expected = _ref_convert(ratios, dtype)
+    try:
+        got, consumed = _native.model_from_bincode(data, dtype.numpy_dtype)
+    except _native.ConversionDiverges:
+        assert expected == "diverges"
+        return
+    except _native.ConversionOutOfRange:
+        assert expected == "range"
+        return
+    assert consumed == len(data) - len(b"trailing")
+    assert isinstance(expected, list)
+    assert len(got) == len(expected)
+    for g, e in zip(got.tolist(), expected):
+        assert g == e and math.copysign(1, g) == math.copysign(1, e), (g, e)
+
+
+@SETTINGS
+@given(model=st.lists(st.fractions(), max_size=8))
+def test_model_round_trip_through_bincode(model: list[Fraction]) -> None:
+    got, _ = _native.model_from_bincode(ref_model_to_bincode(model), np.float64)
+    assert got.tolist() == [
+        ref_ratio_to_primitive(f.numerator, f.denominator, DataType.F64) for f in model
+    ]
+
+
+@SETTINGS
+@given(data=st.binary(max_size=200), dtype=st.sampled_from(list(DataType)))
+def test_model_decoder_never_crashes(data: bytes, dtype: DataType) -> None:
+    try:
+        _native.model_from_bincode(data, dtype.numpy_dtype)
+    except (_native.MalformedInput, _native.ConversionOutOfRange, _native.ConversionDiverges):
+        pass
+
+
+def test_model_decoder_rejects_zero_denominator_and_bad_sign() -> None:
+    good = ref_ratios_to_bincode([(1, 2)])
+    one = b"\x01" + (1).to_bytes(8, "little") + (1).to_bytes(4, "little")
+    zero_den = (1).to_bytes(8, "little") + one + b"\x00" + (0).to_bytes(8, "little")
+    with pytest.raises(_native.MalformedInput):
+        _native.model_from_bincode(zero_den, np.float32)
+    bad_sign = good[:8] + b"\x02" + good[9:]
+    with pytest.raises(_native.MalformedInput):
+        _native.model_from_bincode(bad_sign, np.float32)
+    with pytest.raises(_native.MalformedInput):
+        _native.model_from_bincode(good[:-1], np.float32)
