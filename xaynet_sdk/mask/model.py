@@ -1,0 +1,52 @@
+"""The global model from the wire (bincode ``Vec<Ratio<BigInt>>``) to numbers (PROTOCOL.md 8.3).
+
+The coordinator encodes exact fractions with ``codec.bincode.encode_model``; a participant
+converts them to the round's data type the way the original does, in C, without one Python
+object per weight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy.typing as npt
+
+from .. import _native
+from .config import DataType
+
+__all__ = ["GlobalModelError", "decode_global_model"]
+
+
+class GlobalModelError(ValueError):
+    """The global model cannot be decoded, or does not fit the data type.
+
+    ``malformed`` is True for bytes that are not a model at all (the original raises
+    ``GlobalModelUnavailable``), False for a weight that does not convert (the original
+    raises ``GlobalModelDataTypeMisMatch``, or loops forever where the quotient is infinite).
+    """
+
+    def __init__(self, message: str, malformed: bool, index: "int | None" = None) -> None:
+        super().__init__(message)
+        self.malformed = malformed
+        self.index = index
+
+
+def decode_global_model(data: bytes, data_type: DataType) -> npt.NDArray[Any]:
+    """The model as an array of ``data_type`` (float32, float64, int32 or int64)."""
+    try:
+        model, _ = _native.model_from_bincode(data, data_type.numpy_dtype)
+    except _native.MalformedInput as e:
+        raise GlobalModelError(f"the global model is not valid bincode: {e}", True) from None
+    except _native.ConversionOutOfRange as e:
+        raise GlobalModelError(
+            f"weight {e.index} of the global model is out of the range of {data_type.name}",
+            False,
+            e.index,
+        ) from None
+    except _native.ConversionDiverges as e:
+        raise GlobalModelError(
+            f"weight {e.index} of the global model has no finite {data_type.name} value",
+            False,
+            e.index,
+        ) from None
+    return model
