@@ -311,54 +311,64 @@ static void encode_slow(const encoder *c, int neg, xn_u128 m, int64_t e, uint64_
 }
 
 /* encode(s * w) for w = (-1)^neg * wm * 2^we and s = sm * 2^se. */
+/* The unsigned __int128 path of encode(): returns 0 (and leaves *v alone) when a product
+ * would not fit, so the caller takes encode_slow. Needs c->fast and m != 0. */
+static inline int encode_fast(const encoder *c, int neg, xn_u128 m, int64_t e, xn_u128 *v)
+{
+    size_t mbits = u128_bits(m);
+    if (e >= 0) {
+        xn_u128 p;
+        if ((int64_t)mbits + e > (int64_t)c->a_bits || (p = m << e) > c->a) {
+            *v = neg ? 0 : c->two_ae;
+            return 1;
+        }
+        p *= c->e;
+        *v = neg ? c->ae - p : c->ae + p;
+        return 1;
+    } else {
+        int64_t sh = -e;
+        xn_u128 q, low;
+        if (sh >= 128) {
+            q = 0;
+            low = m;
+        } else {
+            q = m >> sh;
+            low = m & ((((xn_u128)1) << sh) - 1);
+        }
+        if (q > c->a || (q == c->a && low != 0)) {
+            *v = neg ? 0 : c->two_ae;
+            return 1;
+        }
+        if (mbits + c->e_bits <= 128) {
+            xn_u128 p = m * c->e, t, r;
+            if (sh >= 128) {
+                t = 0;
+                r = p;
+            } else {
+                t = p >> sh;
+                r = p & ((((xn_u128)1) << sh) - 1);
+            }
+            *v = neg ? c->ae - t - (r != 0) : c->ae + t;
+            return 1;
+        }
+        return 0;
+    }
+}
+
+/* encode(s * w) for w = (-1)^neg * wm * 2^we and s = sm * 2^se, into group limbs. */
 static inline void encode(const encoder *c, int neg, uint64_t sm, int64_t se, uint64_t wm,
                           int64_t we, uint64_t *out)
 {
     const size_t L = c->g->limbs;
-    xn_u128 m = (xn_u128)sm * wm;
+    xn_u128 m = (xn_u128)sm * wm, v;
     int64_t e = se + we;
     if (m == 0) {
         memcpy(out, c->enc->shifted_zero, L * sizeof(uint64_t));
         return;
     }
-    if (c->fast) {
-        size_t mbits = u128_bits(m);
-        if (e >= 0) {
-            xn_u128 p;
-            if ((int64_t)mbits + e > (int64_t)c->a_bits || (p = m << e) > c->a) {
-                store_u128(out, neg ? 0 : c->two_ae, L);
-                return;
-            }
-            p *= c->e;
-            store_u128(out, neg ? c->ae - p : c->ae + p, L);
-            return;
-        } else {
-            int64_t sh = -e;
-            xn_u128 q, low;
-            if (sh >= 128) {
-                q = 0;
-                low = m;
-            } else {
-                q = m >> sh;
-                low = m & ((((xn_u128)1) << sh) - 1);
-            }
-            if (q > c->a || (q == c->a && low != 0)) {
-                store_u128(out, neg ? 0 : c->two_ae, L);
-                return;
-            }
-            if (mbits + c->e_bits <= 128) {
-                xn_u128 p = m * c->e, t, r;
-                if (sh >= 128) {
-                    t = 0;
-                    r = p;
-                } else {
-                    t = p >> sh;
-                    r = p & ((((xn_u128)1) << sh) - 1);
-                }
-                store_u128(out, neg ? c->ae - t - (r != 0) : c->ae + t, L);
-                return;
-            }
-        }
+    if (c->fast && encode_fast(c, neg, m, e, &v)) {
+        store_u128(out, v, L);
+        return;
     }
     encode_slow(c, neg, m, e, out);
 }
@@ -514,6 +524,34 @@ int xn_mask_vector(const uint8_t *seed, uint64_t *word_pos, const xn_group *grou
             *word_pos = s.word_pos;
             return XN_OK;
         }
+    }
+    if (c.fast && L <= 2 && ORDER_LIMBS(group) == L && mp_bits(group->order, L) <= 127) {
+        /* every stored number and sum of two fits an unsigned __int128 */
+        const xn_u128 order = to_u128(group->order, L);
+        sampler_init(&s, seed, *word_pos);
+        for (j = 0; j < n; j += BATCH) {
+            size_t k, cnt = n - j < BATCH ? n - j : BATCH;
+            sample(&s, group, r, cnt);
+            for (k = 0; k < cnt; k++) {
+                int neg = 0;
+                uint64_t wm = 0;
+                int64_t we = 0;
+                xn_u128 m, v;
+                split_weight(weights, dtype, j + k, &neg, &wm, &we);
+                m = (xn_u128)scalar_mantissa * wm;
+                if (m == 0) {
+                    v = c.ae;
+                } else if (!encode_fast(&c, neg, m, we + scalar_exponent, &v)) {
+                    encode_slow(&c, neg, m, we + scalar_exponent, shifted);
+                    v = to_u128(shifted, L);
+                }
+                v += to_u128(r + k * L, L);
+                if (v >= order) v -= order;
+                store_u128(out + (j + k) * L, v, L);
+            }
+        }
+        *word_pos = s.word_pos;
+        return XN_OK;
     }
     sampler_init(&s, seed, *word_pos);
     for (j = 0; j < n; j += BATCH) {
