@@ -1,3 +1,4 @@
+/* Maintained by hand; its conventions are recorded in cbindgen.toml and checked by tests. */
 /* xaynet_native.h: the C core of xaynet_sdk (mask generation, fixed-point encoding,
  * modular vector arithmetic, global-model conversion).
  *
