@@ -230,3 +230,15 @@ def test_negative_denominator_at_the_bound_is_accepted_unlike_the_original() -> 
         ref_ratio_to_primitive(f32_max, -1, DataType.F32)
     data = ref_ratios_to_bincode([(f32_max, -1)])
     assert _native.model_from_bincode(data, np.float32)[0].tolist() == [-float(f32_max)]
+
+
+def test_lists_are_converted_like_the_originals_set_model() -> None:
+    f32 = MaskConfigPair.single(MaskConfig.from_name("Prime/F32/B0/M3"))
+    as_list = mask_model(b"\1" * 32, f32, 1.0, [0.1, -0.7, 1e-3])
+    as_array = mask_model(b"\1" * 32, f32, 1.0, np.array([0.1, -0.7, 1e-3], dtype=np.float32))
+    assert as_list == as_array
+    i32 = MaskConfigPair.single(MaskConfig.from_name("Prime/I32/B0/M3"))
+    with pytest.raises(OverflowError):
+        mask_model(b"\1" * 32, i32, 1.0, [2**40])
+    with pytest.raises(_native.NonFiniteWeight):  # 1e39 overflows f32 to inf, as in the original
+        mask_model(b"\1" * 32, f32, 1.0, [1e39])

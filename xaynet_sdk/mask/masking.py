@@ -75,15 +75,22 @@ _WEIGHT_DTYPES = {
 
 
 def mask_model(
-    seed: bytes, configs: MaskConfigPair, scalar: float, weights: npt.NDArray[Any]
+    seed: bytes,
+    configs: MaskConfigPair,
+    scalar: float,
+    weights: "npt.NDArray[Any] | Sequence[float] | Sequence[int]",
 ) -> MaskObject:
     """Mask a model with the PRNG of ``seed``: the unit's random number first, then one per weight.
 
-    ``weights`` must already have the configuration's data type (the caller decides how
-    user input is converted, like the original's ``set_model``).
+    An array keeps its dtype (float32, float64, int32 or int64: each value is encoded exactly
+    as it is); a list is converted to the configuration's data type first, as the original's
+    ``set_model`` does (floats rounded to nearest for F32; out-of-range integers refused).
     """
+    if not isinstance(weights, np.ndarray):
+        with np.errstate(over="ignore"):  # an overflow to inf is refused below, by name
+            weights = np.asarray(weights, dtype=configs.vect.data_type.numpy_dtype)
     if weights.dtype not in _WEIGHT_DTYPES or weights.ndim != 1:
-        raise TypeError("weights must be a 1-d float32, float64, int32 or int64 array")
+        raise TypeError("weights must be a 1-d float32, float64, int32 or int64 array or a list")
     unit_cfg, vect_cfg = configs.unit, configs.vect
     s = clamp_scalar(scalar, unit_cfg)
     r_unit, word_pos = _native.draw(seed, 0, unit_cfg, 1)
