@@ -392,3 +392,29 @@ def test_model_decoder_rejects_zero_denominator_and_bad_sign() -> None:
         _native.model_from_bincode(bad_sign, np.float32)
     with pytest.raises(_native.MalformedInput):
         _native.model_from_bincode(good[:-1], np.float32)
+
+
+@SETTINGS
+@given(data=st.data(), vect=configs, n=st.integers(0, 8), k=st.integers(1, 4))
+def test_unmask_to_bincode_equals_the_exact_path(
+    data: st.DataObject, vect: MaskConfig, n: int, k: int
+) -> None:
+    from xaynet_sdk.codec.bincode import encode_model
+
+    pair = MaskConfigPair.single(vect)
+    aggregation = Aggregation(pair, n)
+    mask_seeds = [data.draw(seeds) for _ in range(k)]
+    for seed in mask_seeds:
+        weights = data.draw(weights_for(vect.data_type).filter(lambda w: len(w) >= n))[:n]
+        scalar = data.draw(st.sampled_from([1.0, 0.5, 1 / 3, 1e-3, 0.0]))
+        aggregation.aggregate(mask_model(seed, pair, scalar, weights))
+    mask = sum_masks(mask_seeds, n, pair)
+    try:
+        exact = aggregation.unmask(mask)
+    except AggregationError:  # every scalar was zero
+        return
+    fast = aggregation.unmask_to_bincode(mask)
+    if fast is not None:  # None: a quantity exceeds 127 bits, the caller takes the exact path
+        assert fast == encode_model((f.numerator, f.denominator) for f in exact)
+    if vect.name == "Prime/F32/B0/M3" and k == 1:
+        assert fast is not None  # the common case must take the fast path

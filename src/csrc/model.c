@@ -288,3 +288,91 @@ int xn_model_from_bincode(const uint8_t *data, size_t len, int dtype, void *out,
     *consumed = pos;
     return XN_OK;
 }
+
+/* ---- unmasking to the wire form ------------------------------------------------------- */
+
+static inline int ctz128(xn_u128 v)
+{
+    uint64_t lo = (uint64_t)v;
+    return lo ? __builtin_ctzll(lo) : 64 + __builtin_ctzll((uint64_t)(v >> 64));
+}
+
+/* Stein's binary gcd; a and b nonzero. */
+static xn_u128 gcd128(xn_u128 a, xn_u128 b)
+{
+    int za = ctz128(a), zb = ctz128(b), k = za < zb ? za : zb;
+    a >>= za;
+    b >>= zb;
+    while (a != b) {
+        if (a > b) {
+            a -= b;
+            a >>= ctz128(a);
+        } else {
+            b -= a;
+            b >>= ctz128(b);
+        }
+    }
+    return a << k;
+}
+
+/* A BigInt in bincode: sign byte, u64 digit count, minimal u32 digits. */
+static size_t put_bigint(uint8_t *out, int neg, xn_u128 mag)
+{
+    size_t digits = 0, i;
+    uint64_t count;
+    xn_u128 t = mag;
+    while (t) {
+        digits++;
+        t >>= 32;
+    }
+    out[0] = mag == 0 ? 0x00 : neg ? 0xff : 0x01;
+    count = digits;
+    memcpy(out + 1, &count, 8);
+    for (i = 0; i < digits; i++) {
+        uint32_t d = (uint32_t)(mag >> (32 * i));
+        memcpy(out + 9 + 4 * i, &d, 4);
+    }
+    return 9 + 4 * digits;
+}
+
+int xn_unmask_to_bincode(const uint64_t *x, size_t n, size_t limbs, const uint64_t *offset,
+                         const uint64_t *mul, int mul_negative, const uint64_t *den,
+                         uint8_t *out, size_t capacity, size_t *written)
+{
+    const xn_u128 limit = (xn_u128)1 << 127;
+    xn_u128 off, m, d;
+    size_t j, pos = 8;
+    uint64_t count = n;
+    if ((x == NULL && n > 0) || offset == NULL || mul == NULL || den == NULL || out == NULL ||
+        written == NULL)
+        return XN_ERR_ARGUMENT;
+    if (limbs < 1 || limbs > 2) return XN_ERR_ARGUMENT;
+    if (n > (SIZE_MAX - 8) / 50 || capacity < 8 + 50 * n) return XN_ERR_LENGTH;
+    off = ((xn_u128)offset[1] << 64) | offset[0];
+    m = ((xn_u128)mul[1] << 64) | mul[0];
+    d = ((xn_u128)den[1] << 64) | den[0];
+    if (m == 0 || d == 0 || off >= limit || m >= limit || d >= limit) return XN_ERR_RANGE;
+    memcpy(out, &count, 8);
+    for (j = 0; j < n; j++) {
+        xn_u128 v = limbs == 2 ? (((xn_u128)x[2 * j + 1] << 64) | x[2 * j]) : x[j];
+        xn_u128 diff, num, g, dd;
+        int neg;
+        if (v >= limit) return XN_ERR_RANGE;
+        neg = v < off;
+        diff = neg ? off - v : v - off;
+        if (diff != 0 && m > (limit - 1) / diff) return XN_ERR_RANGE;
+        num = diff * m;
+        neg ^= mul_negative;
+        if (num == 0) {
+            pos += put_bigint(out + pos, 0, 0);
+            pos += put_bigint(out + pos, 0, 1);
+            continue;
+        }
+        g = gcd128(num, d);
+        dd = d / g;
+        pos += put_bigint(out + pos, neg, num / g);
+        pos += put_bigint(out + pos, 0, dd);
+    }
+    *written = pos;
+    return XN_OK;
+}

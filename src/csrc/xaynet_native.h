@@ -94,6 +94,16 @@ int xn_derive_masks_add(const uint8_t *seeds, size_t count, const xn_group *vect
                         const xn_group *unit_group, size_t n, uint64_t *acc_vect,
                         uint64_t *acc_unit);
 
+/* The global model from the unmasked sums x_j (n numbers of `limbs` <= 2 limbs, each below
+ * 2^127): w_j = (x_j - offset) * mul / den, reduced, written as bincode Vec<Ratio<BigInt>>
+ * (a u64 count, then per weight the numerator and the positive denominator). offset, mul and
+ * den are 128-bit values given as (lo, hi) limb pairs; mul and den are nonzero, mul_negative
+ * flips the sign. Every product must stay below 2^127, or XN_ERR_RANGE. out needs
+ * 8 + 50 * n bytes; *written receives the length. */
+int xn_unmask_to_bincode(const uint64_t *x, size_t n, size_t limbs, const uint64_t *offset,
+                         const uint64_t *mul, int mul_negative, const uint64_t *den,
+                         uint8_t *out, size_t capacity, size_t *written);
+
 /* Parses a bincode Vec<Ratio<BigInt>> (the global model) and converts every weight to
  * `dtype` the way the original participant does (PROTOCOL.md section 8.3), except that
  * where the original would loop forever this returns XN_ERR_DIVERGES. `out` holds

@@ -328,3 +328,33 @@ def model_from_bincode(data: bytes, dtype: "npt.DTypeLike") -> tuple[npt.NDArray
     )
     _check(rc, "global model", int(bad[0]) if rc != lib.XN_ERR_LENGTH else None)
     return out, int(consumed[0])
+
+
+def unmask_to_bincode(x: Limbs, offset: int, mul: int, den: int) -> bytes:
+    """``(x_j - offset) * mul / den`` for every j, reduced, as a bincode model.
+
+    Only for 128-bit quantities: raises ``ConversionOutOfRange`` when any does not fit.
+    """
+    if x.dtype != np.uint64 or x.ndim != 2 or not x.flags.c_contiguous:
+        raise TypeError("x must be a C-contiguous (n, limbs) uint64 array")
+    n, limbs = x.shape
+    if not 1 <= limbs <= 2 or den <= 0 or mul == 0:
+        raise ValueError("unmask_to_bincode needs 1 or 2 limbs, a positive den and a nonzero mul")
+    if max(offset, abs(mul), den).bit_length() > 127:
+        raise ConversionOutOfRange("unmask constants exceed 127 bits")
+    out = bytearray(8 + 50 * n)
+    written = ffi.new("size_t *", 0)
+    rc = lib.xn_unmask_to_bincode(
+        ffi.from_buffer("uint64_t[]", x),
+        n,
+        limbs,
+        _limbs_of(offset, 2),
+        _limbs_of(abs(mul), 2),
+        1 if mul < 0 else 0,
+        _limbs_of(den, 2),
+        ffi.from_buffer(out),
+        len(out),
+        written,
+    )
+    _check(rc, "unmask")
+    return bytes(out[: written[0]])

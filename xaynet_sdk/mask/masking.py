@@ -30,6 +30,7 @@ __all__ = [
     "mask_model",
     "sum_masks",
     "unmask",
+    "unmask_to_bincode",
 ]
 
 _F64_MAX = Fraction(2**1024 - 2**971)
@@ -245,17 +246,51 @@ class Aggregation:
         self.validate_unmasking(mask)
         return unmask(self._object, mask, self.nb_models)
 
+    def unmask_to_bincode(self, mask: MaskObject) -> "bytes | None":
+        """The global model's wire form via the C path, or None (then use ``unmask``)."""
+        self.validate_unmasking(mask)
+        return unmask_to_bincode(self._object, mask, self.nb_models)
+
+
+def _scalar_sum(masked: MaskObject, mask: MaskObject, nb_models: int) -> Fraction:
+    """The sum of the (clamped, encoded) scalars: the divisor of the weighted mean."""
+    unit_cfg = masked.unit.config
+    n_unit = (masked.unit.value - mask.unit.value) % unit_cfg.order
+    scalar_sum = Fraction(n_unit, unit_cfg.exp_shift) - nb_models * unit_cfg.add_shift
+    if scalar_sum == 0:
+        raise AggregationError(AggregationErrorKind.NO_MODELS, "the scalars sum to zero")
+    return scalar_sum
+
+
+def unmask_to_bincode(masked: MaskObject, mask: MaskObject, nb_models: int) -> "bytes | None":
+    """The global model straight to its wire form, in C, or None where that path does not apply.
+
+    Equal to encoding ``unmask(...)`` (reduced fractions, positive denominators) whenever every
+    quantity fits 127 bits, which holds for the B0 to B6 configurations of F32 and I32 with
+    realistic counts; the caller falls back to ``unmask`` otherwise.
+    """
+    vect_cfg = masked.vect.config
+    if vect_cfg.limbs > 2 or vect_cfg.order.bit_length() > 127:
+        return None
+    scalar_sum = _scalar_sum(masked, mask, nb_models)
+    shifted = _native.sub_mod(masked.vect.data, mask.vect.data, vect_cfg)
+    # W_j = (n_j - N*A*E) / E / S = (n_j - N*A*E) * S.den / (E * S.num)
+    den = vect_cfg.exp_shift * scalar_sum.numerator
+    mul = scalar_sum.denominator if den > 0 else -scalar_sum.denominator
+    offset = nb_models * vect_cfg.add_shift * vect_cfg.exp_shift
+    try:
+        return _native.unmask_to_bincode(shifted, offset, mul, abs(den))
+    except _native.ConversionOutOfRange:
+        return None
+
 
 def unmask(masked: MaskObject, mask: MaskObject, nb_models: int) -> list[Fraction]:
     """``(masked - mask) mod order``, unshifted, unscaled and divided by the scalar sum.
 
     A zero scalar sum is an ``AggregationError``; the original coordinator panics there.
     """
-    vect_cfg, unit_cfg = masked.vect.config, masked.unit.config
-    n_unit = (masked.unit.value - mask.unit.value) % unit_cfg.order
-    scalar_sum = Fraction(n_unit, unit_cfg.exp_shift) - nb_models * unit_cfg.add_shift
-    if scalar_sum == 0:
-        raise AggregationError(AggregationErrorKind.NO_MODELS, "the scalars sum to zero")
+    vect_cfg = masked.vect.config
+    scalar_sum = _scalar_sum(masked, mask, nb_models)
     shifted = limbs_to_ints(_native.sub_mod(masked.vect.data, mask.vect.data, vect_cfg))
     offset = nb_models * vect_cfg.add_shift * vect_cfg.exp_shift
     # W_j = ((n_j - N*A*E) / E) / S; Fraction reduces to the canonical form the original sends.
