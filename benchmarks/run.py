@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -68,43 +69,63 @@ def bench_mask(quick: bool) -> None:
         for n in sizes:
             weights = rng.standard_normal(n).astype(config.data_type.numpy_dtype)
             seed = os.urandom(32)
-            ours = median_time(lambda: mask_model(seed, pair, 1.0, weights), repeats)
+            ours = median_time(partial(mask_model, seed, pair, 1.0, weights), repeats)
             _, words = _native.draw(seed, 0, config, n + 1)  # unit + n weights: all draws
             limit = keystream_time(seed, 4 * words, repeats)
             print(
                 row(
-                    [name, f"{n:,}", f"{ours * 1e3:.2f}", f"{4 * words / 1e6:.1f}",
-                     f"{limit * 1e3:.2f}", f"{ours / limit:.2f}"],
+                    [
+                        name,
+                        f"{n:,}",
+                        f"{ours * 1e3:.2f}",
+                        f"{4 * words / 1e6:.1f}",
+                        f"{limit * 1e3:.2f}",
+                        f"{ours / limit:.2f}",
+                    ],
                     widths,
                 )
             )
 
 
 def bench_sum2(quick: bool) -> None:
-    cases = [(10, 100_000)] if quick else [(10, 100_000), (50, 100_000), (10, 1_000_000),
-                                            (50, 1_000_000)]
+    cases = (
+        [(10, 100_000)]
+        if quick
+        else [(10, 100_000), (50, 100_000), (10, 1_000_000), (50, 1_000_000)]
+    )
     repeats = 3 if quick else 5
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     widths = [18, 4, 11, 14, 16, 8]
     print(f"\n## Sum2: derive and aggregate K masks of N weights ({cores} cores)")
-    print(row(["config", "K", "N", "1 thread (ms)", f"{cores} threads (ms)", "speed-up"],
-              widths))
+    print(row(["config", "K", "N", "1 thread (ms)", f"{cores} threads (ms)", "speed-up"], widths))
     config = MaskConfig.from_name(CONFIGS[0])
     pair = MaskConfigPair.single(config)
     for k, n in cases:
         seeds = [os.urandom(32) for _ in range(k)]
-        one = median_time(lambda: sum_masks(seeds, n, pair, threads=1), repeats)
-        many = median_time(lambda: sum_masks(seeds, n, pair, threads=cores), repeats)
-        print(row([CONFIGS[0], str(k), f"{n:,}", f"{one * 1e3:.1f}", f"{many * 1e3:.1f}",
-                   f"{one / many:.2f}"], widths))
+        one = median_time(partial(sum_masks, seeds, n, pair, threads=1), repeats)
+        many = median_time(partial(sum_masks, seeds, n, pair, threads=cores), repeats)
+        print(
+            row(
+                [
+                    CONFIGS[0],
+                    str(k),
+                    f"{n:,}",
+                    f"{one * 1e3:.1f}",
+                    f"{many * 1e3:.1f}",
+                    f"{one / many:.2f}",
+                ],
+                widths,
+            )
+        )
 
 
 SECTIONS = {"mask": bench_mask, "sum2": bench_sum2}
 
 
 def main(argv: "list[str] | None" = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []], default=[])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     args = parser.parse_args(argv)
