@@ -120,16 +120,13 @@ static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
             if (stride == 8 && L == 1 && s->chacha.lanes == 16)
                 got += scan8_avx512(buf, &pos, len, keep, order, out + got, want - got);
 #endif
-            while (pos + stride <= len && got < want) {
+            while (pos + stride <= len && got < want) { /* branchless, as below */
                 uint64_t v;
                 memcpy(&v, buf + pos, 8);
                 v &= keep;
                 pos += stride;
-                if (v < order) {
-                    out[got * L] = v;
-                    if (L > 1) memset(out + got * L + 1, 0, (L - 1) * sizeof(uint64_t));
-                    ++got;
-                }
+                out[got] = v; /* L == 1: a candidate of at most 8 bytes */
+                got += v < order;
             }
             s->word_pos += (uint64_t)((pos - start) / stride) * stride_words;
             s->pos = pos;
@@ -143,17 +140,16 @@ static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
         while (got < want) {
             const uint8_t *buf = s->buf;
             size_t pos = s->pos, len = s->len, start = s->pos;
-            while (pos + stride <= len) {
+            /* branchless: about a quarter of the candidates are accepted for some orders, too
+               many for the branch predictor; store every candidate, advance on acceptance */
+            while (pos + stride <= len && got < want) {
                 xn_u128 v;
                 memcpy(&v, buf + pos, 16);
                 v &= keep;
                 pos += stride;
-                if (v < order) {
-                    out[got * L] = (uint64_t)v;
-                    if (L > 1) out[got * L + 1] = (uint64_t)(v >> 64);
-                    if (L > 2) memset(out + got * L + 2, 0, (L - 2) * sizeof(uint64_t));
-                    if (++got == want) break;
-                }
+                out[got * L] = (uint64_t)v;
+                if (L > 1) out[got * L + 1] = (uint64_t)(v >> 64);
+                got += v < order;
             }
             s->word_pos += (uint64_t)((pos - start) / stride) * stride_words;
             s->pos = pos;
@@ -576,7 +572,7 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) static void mask_f32_u64_av
 static int have_avx512dq(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+    return xn_lanes() == 16 && __builtin_cpu_supports("avx512dq") &&
            __builtin_cpu_supports("avx512vl");
 }
 #endif

@@ -16,6 +16,7 @@ typedef struct {
     int lanes;
 } xn_chacha;
 
+int xn_lanes(void);
 void xn_chacha_init(xn_chacha *c, const uint8_t *seed, uint64_t block);
 size_t xn_chacha_batch(xn_chacha *c, uint8_t *out);
 
