@@ -1,0 +1,415 @@
+"""The synchronous participant: the state machine driven over the transport, one tick at a time.
+
+:class:`Participant` is this package's version of the original's low-level
+``xaynet_sdk.xaynet_sdk.Participant`` (the Rust participant behind PyO3): ``tick()``,
+``set_model()``, ``made_progress()``, ``should_set_model()``, ``task()``,
+``new_global_model()``, ``global_model()`` and ``save()``, with the same meaning, flags and
+exceptions (PROTOCOL.md 12.3 and 12.5). The threaded wrappers
+(:class:`~xaynet_sdk.participant.InternalParticipant`,
+:class:`~xaynet_sdk.async_participant.AsyncParticipant`) are built on it, as the original's
+are on the Rust one.
+
+Differences that matter to callers: every request has a timeout, so ``tick()`` always
+returns; nothing holds the GIL while waiting for the network; ``save()`` may be called from
+another thread while a tick is in flight (that tick is then abandoned, and the state saved is
+the one before it); numpy arrays are accepted and, on request, returned.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+from typing import Any, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from ._logging import get_logger
+from .codec.bincode import RoundParameters
+from .codec.crypto import SigningKeyPair
+from .codec.errors import CodecError
+from .codec.multipart import MIN_USABLE_MESSAGE_SIZE
+from .exceptions import (
+    GlobalModelDataTypeMisMatch,
+    GlobalModelUnavailable,
+    ParticipantInit,
+    ParticipantRestore,
+    UninitializedParticipant,
+)
+from .mask.model import GlobalModelError, decode_global_model
+from .protocol import machine
+from .protocol.local_model import LocalModelInput, convert_local_model, model_to_python
+from .protocol.saved import StateInput, dump_state, load_state
+from .protocol.state import (
+    Event,
+    FetchSeeds,
+    FetchSums,
+    ParticipantState,
+    PostMessage,
+    Request,
+    Response,
+    Transition,
+)
+from .transport import (
+    DEFAULT_TIMEOUT,
+    Cert,
+    InvalidUrl,
+    Timeout,
+    Transport,
+    TransportError,
+    TransportLike,
+    Verify,
+    check_url,
+)
+
+__all__ = ["GlobalModel", "Participant", "Task", "check_max_message_size"]
+
+_log = get_logger("participant")
+
+GlobalModel = Union[list[Any], npt.NDArray[Any]]
+
+
+class Task(enum.IntEnum):
+    """The participant's task in the current round, as ``task()`` returns it (0, 1, 2)."""
+
+    NONE = 0
+    SUM = 1
+    UPDATE = 2
+
+
+def check_max_message_size(value: object) -> Optional[int]:
+    """None, or an int large enough to carry a chunk; else ``ValueError`` saying the minimum."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_message_size must be an int (bytes) or None, got {value!r}")
+    if value < MIN_USABLE_MESSAGE_SIZE:
+        raise ValueError(
+            f"max_message_size {value} is too small: a sealed message of at most {value} bytes"
+            f" cannot carry a chunk (136-byte header, 48-byte seal, 8-byte chunk header). Use at"
+            f" least {MIN_USABLE_MESSAGE_SIZE}, or None to send every message whole"
+        )
+    return value
+
+
+def _check_scalar(scalar: object) -> float:
+    if isinstance(scalar, bool) or not isinstance(scalar, (int, float, np.floating, np.integer)):
+        raise TypeError(f"scalar must be a float, got {type(scalar).__name__}")
+    value = float(scalar)
+    if math.isnan(value) or value < 0:
+        _log.warning(
+            "scalar %r counts as 0 in masking: this participant's updates will get no weight",
+            value,
+        )
+    return value
+
+
+class Participant:
+    """A PET participant driven by :meth:`tick`; thread-safe.
+
+    ``Participant(url, scalar, state)`` as the original: with ``state`` (from :meth:`save`,
+    ``stop()``, or the original participant) the participant is restored, and its keys,
+    scalar and message size come from the state (``scalar`` and ``max_message_size`` are
+    then ignored). Keyword options: ``max_message_size`` (bytes of a sealed message; None
+    sends every message whole, a number splits larger messages into chunks as the Rust
+    participant does), ``timeout`` (seconds, or ``(connect, read)``), ``verify`` (True, False
+    or a CA bundle path), ``cert`` (client certificate) and ``transport`` (a replacement for
+    the HTTP transport, for tests).
+
+    Raises :class:`ParticipantInit` (bad URL or options) or :class:`ParticipantRestore`
+    (unusable state, or bad URL when restoring).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        scalar: float = 1.0,
+        state: Optional[StateInput] = None,
+        *,
+        max_message_size: Optional[int] = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        verify: Verify = True,
+        cert: Cert = None,
+        transport: Optional[TransportLike] = None,
+    ) -> None:
+        events: tuple[Event, ...]
+        if state is None:
+            try:
+                check_url(url)
+                size = check_max_message_size(max_message_size)
+            except (InvalidUrl, ValueError) as e:
+                raise ParticipantInit(f"failed to initialize participant: {e}") from None
+            self._state, events = machine.new_state(
+                SigningKeyPair.generate(), _check_scalar(scalar), size
+            )
+            new_global_model = False
+        else:
+            restored = load_state(state, _check_restored)
+            try:
+                check_url(url)
+            except InvalidUrl as e:
+                raise ParticipantRestore(f"failed to restore participant: {e}") from None
+            self._state = restored
+            events = machine.entry_events(restored)
+            # Beyond the original: ask the wrappers to fetch the global model once, so that
+            # train_round after a restore gets the current model rather than None.
+            new_global_model = True
+        if transport is None:
+            try:
+                transport = Transport(url, timeout=timeout, verify=verify, cert=cert)
+            except (InvalidUrl, TypeError, ValueError) as e:
+                error = ParticipantInit if state is None else ParticipantRestore
+                verb = "initialize" if state is None else "restore"
+                raise error(f"failed to {verb} participant: {e}") from None
+        self._transport = transport
+        self._tick_lock = threading.Lock()
+        self._state_lock = threading.RLock()
+        self._closed = False
+        self._made_progress = True
+        self._should_set_model = False
+        self._new_global_model = new_global_model
+        self._task = Task.NONE
+        self._round_serial = 0
+        self._step_errors: set[str] = set()
+        self._process(events)
+
+    # -- the original's methods -------------------------------------------------------------
+    def tick(self) -> None:
+        """One step of the protocol: ``GET /params``, then at most one phase step.
+
+        Never raises for network or coordinator trouble (that is logged and retried on the
+        next tick); raises :class:`UninitializedParticipant` after :meth:`save`.
+        """
+        with self._tick_lock:
+            self._check_open("tick")
+            params = self._fetch_params()
+            request: Optional[Request] = None
+            with self._state_lock:
+                self._check_open("tick")
+                state = self._state
+                transition = machine.on_params(state, params)
+                if transition is None:
+                    try:
+                        request = machine.next_request(state)
+                    except Exception as e:  # noqa: BLE001 - never the death of the thread
+                        transition = self._step_failed(state, e)
+                    else:
+                        if request is None:
+                            transition = self._safe_step(state, None)
+                if transition is not None:
+                    self._commit(transition)
+                    return
+            assert request is not None
+            response = self._perform(request)
+            with self._state_lock:
+                self._check_open("tick")
+                self._commit(self._safe_step(self._state, response))
+
+    def set_model(self, local_model: LocalModelInput) -> None:
+        """Cache the local model for the next update task (replacing any cached one).
+
+        Accepts a list (as the original), a tuple or a 1-d numpy array. Raises
+        :class:`LocalModelLengthMisMatch` or :class:`LocalModelDataTypeMisMatch` with the
+        original's messages (PROTOCOL.md 8.2).
+        """
+        with self._state_lock:
+            self._check_open("set_model")
+            params = self._state.round_params
+            model = convert_local_model(
+                local_model, params.mask_config.vect.data_type, params.model_length
+            )
+            self._state = machine.with_local_model(self._state, model)
+            self._should_set_model = False
+
+    def made_progress(self) -> bool:
+        """True right after construction or restore; after a tick, whether it made progress."""
+        self._check_open("made_progress")
+        return self._made_progress
+
+    def should_set_model(self) -> bool:
+        """True when an update task waits for a local model (:meth:`set_model`)."""
+        self._check_open("should_set_model")
+        return self._should_set_model
+
+    def task(self) -> int:
+        """The current task: 0 none, 1 sum, 2 update (see :class:`Task`)."""
+        self._check_open("task")
+        return int(self._task)
+
+    def new_global_model(self) -> bool:
+        """True after a new round started (a new global model may exist) until fetched."""
+        self._check_open("new_global_model")
+        return self._new_global_model
+
+    def global_model(self, *, numpy: bool = False) -> Optional[GlobalModel]:
+        """``GET /model`` in the current round's data type: None if there is none yet.
+
+        A list of Python floats or ints by default (as the original), a numpy array with
+        ``numpy=True``. Raises :class:`GlobalModelUnavailable` (network, HTTP status or
+        malformed body) or :class:`GlobalModelDataTypeMisMatch` (a weight does not convert).
+        """
+        with self._state_lock:
+            self._check_open("global_model")
+            data_type = self._state.round_params.mask_config.vect.data_type
+            serial = self._round_serial
+        try:
+            body = self._transport.get_model()
+        except TransportError as e:
+            raise GlobalModelUnavailable(f"failed to fetch global model: {e}") from None
+        result: Optional[GlobalModel] = None
+        mismatch: Optional[GlobalModelError] = None
+        if body is not None:
+            try:
+                array = decode_global_model(body, data_type)
+            except GlobalModelError as e:
+                if e.malformed:
+                    raise GlobalModelUnavailable(f"failed to fetch global model: {e}") from None
+                mismatch = e
+            else:
+                result = array if numpy else model_to_python(array)
+        # The model was fetched and decoded: as in the original, that clears the flag even
+        # when a weight then fails to convert.
+        with self._state_lock:
+            if serial == self._round_serial:
+                self._new_global_model = False
+        if mismatch is not None:
+            raise GlobalModelDataTypeMisMatch(
+                "the global model data type is incompatible with the data type of the current"
+                f" model configuration ({mismatch})"
+            )
+        return result
+
+    def save(self) -> list[int]:
+        """The participant's state as a list of ints; the participant is consumed.
+
+        Every later call raises :class:`UninitializedParticipant`. The state holds the
+        private signing key: store it securely.
+        """
+        with self._state_lock:
+            self._check_open("save")
+            self._closed = True
+            raw = dump_state(self._state)
+        try:
+            self._transport.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+        return list(raw)
+
+    # -- extras -----------------------------------------------------------------------------
+    @property
+    def round_serial(self) -> int:
+        """How many new rounds this participant has seen (increments on each ``new_round``)."""
+        return self._round_serial
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`save` consumed the participant."""
+        return self._closed
+
+    @property
+    def public_key(self) -> bytes:
+        """The participant's public signing key (its identity; public)."""
+        return self._state.shared.keys.public
+
+    @property
+    def round_params(self) -> RoundParameters:
+        """The round parameters of the round in progress (dummy ones before the first)."""
+        return self._state.round_params
+
+    @property
+    def phase(self) -> str:
+        """The current phase's name, for diagnostics (``"Update"``, ``"Sending"``...)."""
+        return type(self._state.phase).__name__
+
+    @property
+    def state(self) -> ParticipantState:
+        """The current state (an immutable value), for diagnostics and tests."""
+        return self._state
+
+    # -- internals --------------------------------------------------------------------------
+    def _check_open(self, method: str) -> None:
+        if self._closed:
+            raise UninitializedParticipant(
+                f"called '{method}' on a participant whose state was already saved (stop() or"
+                " save() consume it): restore a new one from the saved state to continue"
+            )
+
+    def _fetch_params(self) -> Optional[RoundParameters]:
+        try:
+            body = self._transport.get_params()
+        except TransportError:
+            return None  # logged by the transport, once per kind
+        if body is None:
+            return None
+        try:
+            return RoundParameters.from_bytes(body)
+        except CodecError as e:
+            self._log_once("params", f"the coordinator sent undecodable round parameters ({e})")
+            return None
+
+    def _perform(self, request: Request) -> Response:
+        transport = self._transport
+        try:
+            if isinstance(request, FetchSums):
+                return Response(request, body=transport.get_sums())
+            if isinstance(request, FetchSeeds):
+                return Response(request, body=transport.get_seeds(request.pk))
+            assert isinstance(request, PostMessage)
+            transport.post_message(request.body)
+            return Response(request, ok=True)
+        except TransportError:
+            return Response(request)  # logged by the transport, once per kind
+
+    def _safe_step(self, state: ParticipantState, response: Optional[Response]) -> Transition:
+        try:
+            return machine.step(state, response)
+        except Exception as e:  # noqa: BLE001 - never the death of the participant thread
+            return self._step_failed(state, e)
+
+    def _step_failed(self, state: ParticipantState, error: Exception) -> Transition:
+        self._log_once(
+            f"step {type(state.phase).__name__} {type(error).__name__}",
+            f"the {type(state.phase).__name__} step failed ({type(error).__name__}: {error});"
+            " retrying on the next tick",
+            exc=error,
+        )
+        return Transition(state, False)
+
+    def _log_once(self, kind: str, message: str, exc: Optional[BaseException] = None) -> None:
+        if kind in self._step_errors:
+            _log.debug("%s", message)
+            return
+        self._step_errors.add(kind)
+        _log.error("%s", message, exc_info=exc)
+
+    def _commit(self, transition: Transition) -> None:
+        self._state = transition.state
+        self._made_progress = transition.progress
+        if transition.progress:
+            self._step_errors.clear()
+        self._process(transition.events)
+
+    def _process(self, events: tuple[Event, ...]) -> None:
+        for event in events:
+            if event is Event.NEW_ROUND:
+                self._should_set_model = False
+                self._new_global_model = True
+                self._round_serial += 1
+            elif event is Event.LOAD_MODEL:
+                self._should_set_model = True
+            elif event is Event.SUM:
+                self._task = Task.SUM
+            elif event is Event.UPDATE:
+                self._task = Task.UPDATE
+            elif event is Event.IDLE:
+                self._task = Task.NONE
+
+
+def _check_restored(state: ParticipantState) -> None:
+    size = state.shared.max_message_size
+    if size is not None and size < MIN_USABLE_MESSAGE_SIZE:
+        raise ValueError(
+            f"the saved max_message_size {size} is too small to send any message (the original"
+            f" would panic when composing one); the minimum is {MIN_USABLE_MESSAGE_SIZE}"
+        )
