@@ -1,0 +1,324 @@
+"""Mixed rounds: the ORIGINAL participant (xaynet-sdk-python 0.1.0, in its own process) and
+this package's participants in the same rounds of the local coordinator.
+
+For each configuration the rounds go on until one of ours has been a sum participant and one
+of ours an update participant in completed rounds that also aggregated original participants'
+updates. Every published global model must be the scalar-weighted mean of exactly the update
+participants the coordinator accepted (identified by their distinct local models), and both
+kinds of participant must have fetched the same values for it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pytest
+import requests
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from original.runner import OriginalParticipant  # noqa: E402
+from participant_fakes import role  # noqa: E402
+from reference import RefHang, ref_ratio_to_primitive  # noqa: E402
+from round_checks import contribution, match_subset  # noqa: E402
+
+from xaynet_sdk import InternalParticipant, ParticipantABC, spawn_participant  # noqa: E402
+from xaynet_sdk.codec.bincode import RoundParameters  # noqa: E402
+from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
+
+coordinator = pytest.importorskip("xaynet_sdk.coordinator")
+LocalCoordinator = coordinator.LocalCoordinator
+Settings = coordinator.Settings
+
+pytestmark = [pytest.mark.original, pytest.mark.timeout(240)]
+
+N_OURS = 3
+N_ORIGINAL = 2
+
+
+class Fixed(ParticipantABC):
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.seen: list[Any] = []
+
+    def train_round(self, training_input: Optional[Any]) -> Any:
+        return self.model
+
+    def serialize_training_result(self, training_result: Any) -> Any:
+        return training_result
+
+    def deserialize_training_input(self, global_model: Any) -> Any:
+        return global_model
+
+    def on_new_global_model(self, global_model: Optional[Any]) -> None:
+        if global_model is not None:
+            self.seen.append(global_model)
+
+
+@dataclass
+class RoundWatcher:
+    """Polls the coordinator for each round's parameters (to know our roles afterwards)."""
+
+    coord: Any
+    params: dict[int, RoundParameters] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set():
+            before = self.coord.round_id
+            try:
+                body = session.get(self.coord.url + "/params", timeout=2).content
+            except requests.RequestException:
+                continue
+            if self.coord.round_id == before and before not in self.params:
+                self.params[before] = RoundParameters.from_bytes(body)
+            self.stop.wait(0.05)
+
+    def __enter__(self) -> "RoundWatcher":
+        threading.Thread(target=self.run, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+
+
+@dataclass
+class Outcome:
+    rounds: int = 0
+    completed: int = 0
+    ours_sum_rounds: int = 0
+    ours_update_rounds: int = 0
+    original_sum_rounds: int = 0
+    subsets: list[list[str]] = field(default_factory=list)
+
+
+def _converted(model: list[Any], data_type: str) -> Optional[list[Any]]:
+    try:
+        return [ref_ratio_to_primitive(w.numerator, w.denominator, data_type) for w in model]
+    except RefHang:
+        return None
+
+
+def run_mixed(
+    name: str,
+    make_values: Callable[[np.random.Generator], Any],
+    scalars: list[float],
+    *,
+    model_length: int = 4,
+    max_message_size: Optional[int] = None,
+    max_rounds: int = 12,
+    min_completed: int = 2,
+    seed: int = 0,
+) -> Outcome:
+    config = MaskConfig.from_name(name)
+    settings = Settings.for_tests(
+        model_length=model_length,
+        mask=name,
+        sum=0.3,
+        update=0.9,
+        min_update_count=1,
+        insecure_min_counts=True,
+        min_sum_time=1.0,
+        min_update_time=2.0,
+        min_sum2_time=1.0,
+        max_sum_time=6,
+        max_update_time=8,
+        max_sum2_time=6,
+    )
+    rng = np.random.default_rng(seed)
+    values = [make_values(rng) for _ in range(N_OURS + N_ORIGINAL)]
+    names = [f"ours{i}" for i in range(N_OURS)] + [f"orig{i}" for i in range(N_ORIGINAL)]
+    parts = [contribution(n, v, s, config) for n, v, s in zip(names, values, scalars)]
+    outcome = Outcome()
+    with LocalCoordinator(settings) as coord, RoundWatcher(coord) as watcher:
+        originals = [
+            OriginalParticipant(
+                coord.url,
+                scalar=scalars[N_OURS + i],
+                model=np.asarray(values[N_OURS + i]).tolist(),
+                timeout=200,
+            )
+            for i in range(N_ORIGINAL)
+        ]
+        ours: list[InternalParticipant] = []
+        try:
+            for op in originals:
+                op.wait_for_event("started", timeout=30)
+            ours = [
+                spawn_participant(
+                    coord.url,
+                    Fixed,
+                    args=(values[i],),
+                    scalar=scalars[i],
+                    max_message_size=max_message_size,
+                )
+                for i in range(N_OURS)
+            ]
+            secrets = [p.xaynet_participant.state.shared.keys.secret for p in ours]
+            deadline = time.monotonic() + 200
+            checked = 0
+            while time.monotonic() < deadline:
+                history = list(coord.history)
+                completed = [r for r in history if r.completed]
+                while checked < len(completed):
+                    record = completed[checked]
+                    checked += 1
+                    model = _model_of_round(coord, record.round_id)
+                    subset = match_subset(model, parts, config, size=record.update_count)
+                    outcome.subsets.append(subset)
+                    params = watcher.params.get(record.round_id)
+                    assert params is not None, f"round {record.round_id} parameters not seen"
+                    roles = [role(s, params) for s in secrets]
+                    originals_in = any(n.startswith("orig") for n in subset)
+                    if "sum" in roles and originals_in:
+                        outcome.ours_sum_rounds += 1
+                    if any(n.startswith("ours") for n in subset) and originals_in:
+                        outcome.ours_update_rounds += 1
+                    if "sum" not in roles:
+                        outcome.original_sum_rounds += 1
+                outcome.rounds = len(history)
+                outcome.completed = len(completed)
+                covered = outcome.ours_sum_rounds and outcome.ours_update_rounds
+                if (covered and outcome.completed >= min_completed) or len(history) >= max_rounds:
+                    break
+                time.sleep(0.2)
+            assert outcome.completed >= min_completed, f"{name}: {outcome} {coord.status()}"
+            assert outcome.ours_sum_rounds and outcome.ours_update_rounds, (
+                f"{name}: coverage not reached: {outcome} {coord.status()}"
+            )
+            time.sleep(1.0)  # let everyone fetch the last model
+            published = [_converted(m, config.data_type.name) for m in coord.global_models]
+            for op in originals:
+                fetched = op.global_models()
+                assert fetched, op.describe()
+                for m in fetched:
+                    assert m in published, f"original fetched a model nobody published: {m}"
+            for p in ours:
+                user = p.participant
+                assert isinstance(user, Fixed)
+                assert user.seen
+                for m in user.seen:
+                    assert m in published
+            shared = {tuple(m) for op in originals for m in op.global_models()} & {
+                tuple(m)
+                for p in ours
+                for m in p.participant.seen  # type: ignore[union-attr]
+            }
+            assert shared, "no global model was seen by both kinds of participant"
+            for op in originals:
+                assert not [e for e in op.errors() if e.get("fatal")], op.describe()
+        finally:
+            for p in ours:
+                p.stop()
+            for op in originals:
+                op.stop()
+    return outcome
+
+
+def _model_of_round(coord: Any, round_id: int) -> list[Any]:
+    """The global model published by a completed round (models are kept in order)."""
+    completed_ids = [r.round_id for r in coord.history if r.completed]
+    models = coord.global_models
+    index = completed_ids.index(round_id) - (len(completed_ids) - len(models))
+    return models[index]  # type: ignore[no-any-return]
+
+
+def test_mixed_prime_f32_b0_m3_multipart() -> None:
+    """A model of 6000 weights: our updates and sum2 masks (36 kB) go in 8 kB chunks."""
+    outcome = run_mixed(
+        "Prime/F32/B0/M3",
+        lambda r: r.uniform(-1, 1, 6000).astype(np.float32),
+        [1.0, 0.5, 0.25, 0.75, 1.0],
+        model_length=6000,
+        max_message_size=8192,
+    )
+    print(f"Prime/F32/B0/M3 (6000 weights, multipart): {outcome}")
+
+
+def test_mixed_integer_f64_b2_m6() -> None:
+    outcome = run_mixed(
+        "Integer/F64/B2/M6",
+        lambda r: r.uniform(-20, 20, 4),  # |scalar * weight| stays within B2 = 100
+        [1.0, 2.0, 0.5, 4.0, 1.5],
+        seed=1,
+    )
+    print(f"Integer/F64/B2/M6: {outcome}")
+
+
+def test_mixed_prime_i32_bmax_m3() -> None:
+    outcome = run_mixed(
+        "Prime/I32/Bmax/M3",
+        lambda r: r.integers(-(10**6), 10**6, 4).tolist(),
+        [1.0, 3.0, 0.5, 2.0, 1.0],
+        seed=2,
+    )
+    print(f"Prime/I32/Bmax/M3: {outcome}")
+
+
+def test_migrate_a_live_original_participant() -> None:
+    """Stop an original participant mid-round, restore its state in ours: same identity and
+    scalar, and its updates keep reaching the global models."""
+    from xaynet_sdk.protocol.saved import load_state
+
+    config = MaskConfig.from_name("Prime/F32/B0/M3")
+    settings = Settings.for_tests(
+        model_length=4,
+        sum=0.3,
+        update=0.9,
+        min_update_count=1,
+        insecure_min_counts=True,
+        min_sum_time=1.0,
+        min_update_time=1.5,
+        min_sum2_time=0.5,
+        max_sum_time=5,
+        max_update_time=5,
+        max_sum2_time=5,
+    )
+    values = [
+        [0.1, 0.2, 0.3, 0.4],
+        [-0.5, 0.5, -0.5, 0.5],
+        [0.9, -0.9, 0.0, 0.1],
+        [0.7, 0.6, -0.2, -0.8],
+    ]
+    parts = [contribution(f"ours{i}", values[i], 1.0, config) for i in range(3)]
+    parts.append(contribution("migrated", values[3], 0.5, config))
+    with LocalCoordinator(settings) as coord:
+        ours = [spawn_participant(coord.url, Fixed, args=(values[i],)) for i in range(3)]
+        migrated: Optional[InternalParticipant] = None
+        try:
+            with OriginalParticipant(
+                coord.url, scalar=0.5, model=values[3], timeout=120, save_state=True
+            ) as op:
+                op.wait_for_event("task", task="update", timeout=90)
+            state = op.saved_state()
+            assert state is not None, op.describe()
+            restored = load_state(state)
+            assert restored.shared.scalar == 0.5 and restored.shared.max_message_size is None
+            migrated = spawn_participant(coord.url, Fixed, args=(values[3],), state=state)
+            assert migrated.xaynet_participant.public_key == restored.shared.keys.public
+            start_round = coord.round_id
+            deadline = time.monotonic() + 90
+            found = False
+            while time.monotonic() < deadline and not found:
+                for record in [r for r in coord.history if r.completed]:
+                    if record.round_id < start_round:
+                        continue
+                    model = _model_of_round(coord, record.round_id)
+                    subset = match_subset(model, parts, config, size=record.update_count)
+                    found = found or "migrated" in subset
+                time.sleep(0.2)
+            assert found, coord.status()
+        finally:
+            for p in ours:
+                p.stop()
+            if migrated is not None:
+                migrated.stop()

@@ -1,0 +1,459 @@
+"""The round state: keys, seed, dictionaries, aggregation, and the rules that change them.
+
+One :class:`CoordinatorState` holds the current :class:`Round` behind one lock. Request threads
+call the ``accept_*`` methods (each a short critical section: checks, dictionary updates, one
+modular vector addition in C) after doing the expensive, stateless work of a message
+(decryption, signature checks, parsing, range checks) outside the lock. The round thread
+(:mod:`.rounds`) calls the ``open_*`` transitions, also under the lock.
+
+Three properties matter and are why the code looks the way it does:
+
+* **Atomic publication.** The sum dict is published in the same critical section that opens
+  the Update phase, and the seed dict with the Sum2 phase. A participant can only build an
+  Update (Sum2) message after reading the published dictionary, so its message can never meet
+  the previous phase. The original publishes first and changes phase a moment later, and drops
+  messages that arrive in between (PROTOCOL.md section 13.3).
+* **No message lost at a phase end.** Every POST takes a :class:`Ticket` when its body has
+  arrived; a phase that ends (by count or by time) first stops issuing tickets for itself, then
+  waits until the tickets already issued are settled. A message that arrived while its phase
+  was open is therefore judged in that phase, however long its decryption takes. The original
+  answers queued requests of an ending phase with "rejected".
+* **GETs never wait.** What GET requests serve (parameters, dictionaries, the model) is encoded
+  once when published and replaced by reference, so ``/params`` polling never takes the lock.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Optional
+
+from ..codec.bincode import Reader, RoundParameters, encode_sum_dict, encode_update_seed_dict
+from ..codec.crypto import EncryptKeyPair, SigningKeyPair, sha256
+from ..codec.errors import DecodeError
+from ..codec.message import Message, Sum2Payload, SumPayload, UpdatePayload
+from ..codec.multipart import ReassembledMessage, Reassembler
+from ..mask.masking import Aggregation
+from ..mask.objects import MaskObject
+from .limits import Limits
+from .outcomes import Phase, Reason, Rejected
+from .settings import Settings
+
+__all__ = [
+    "CoordinatorState",
+    "PublishedModel",
+    "Round",
+    "RoundRecord",
+    "Ticket",
+    "decode_model_fractions",
+    "derive_round_seed",
+]
+
+_F64 = struct.Struct("<d")
+_HISTORY = 1000
+
+
+def derive_round_seed(prev_seed: bytes, keys: EncryptKeyPair, sum_: float, update: float) -> bytes:
+    """The next round seed, as the original's Idle phase derives it (PROTOCOL.md section 4.6).
+
+    The new round's X25519 *secret* key is used as an Ed25519 seed; the seed is the SHA-256 of
+    that key's signature over ``prev_seed ‖ f64_le(sum) ‖ f64_le(update)``. Participants never
+    check it (any 32 unpredictable bytes interoperate); following it keeps rounds reproducible
+    from the keys, like the original's.
+    """
+    signer = SigningKeyPair.from_seed(keys.secret)
+    return sha256(signer.sign(prev_seed + _F64.pack(sum_) + _F64.pack(update)))
+
+
+def decode_model_fractions(data: bytes) -> list[Fraction]:
+    """A bincode ``Vec<Ratio<BigInt>>`` (as :func:`~xaynet_sdk.codec.encode_model` writes it)."""
+    reader = Reader(data)
+    count = reader.count("model", 18)
+    out = []
+    for _ in range(count):
+        numer = _read_bigint(reader)
+        denom = _read_bigint(reader)
+        if denom == 0:
+            raise DecodeError("model: a ratio with a zero denominator")
+        out.append(Fraction(numer, denom))
+    return out
+
+
+def _read_bigint(reader: Reader) -> int:
+    sign = reader.i8("bigint sign")
+    digits = reader.count("bigint digits", 4)
+    magnitude = int.from_bytes(reader.take(4 * digits, "bigint digits"), "little")
+    return -magnitude if sign < 0 else magnitude
+
+
+class PublishedModel:
+    """A global model as published: its wire bytes, and its exact fractions on demand.
+
+    The fractions are decoded lazily because, for large models, building a million Python
+    ``Fraction`` objects takes seconds; the bytes are what ``GET /model`` serves.
+    """
+
+    def __init__(self, round_id: int, data: bytes, fractions: Optional[list[Fraction]] = None):
+        self.round_id = round_id
+        self.data = data
+        self._fractions = fractions
+        self._lock = threading.Lock()
+
+    def fractions(self) -> list[Fraction]:
+        with self._lock:
+            if self._fractions is None:
+                self._fractions = decode_model_fractions(self.data)
+            return self._fractions
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """How a round ended: for ``LocalCoordinator.history`` and tests."""
+
+    round_id: int
+    completed: bool
+    failure: Optional[str]
+    sum_count: int
+    update_count: int
+    sum2_count: int
+    #: ``time.monotonic()`` at the round's start and end (when the next round started).
+    started: float
+    ended: float
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
+
+
+class Round:
+    """Everything that belongs to one round. Mutated only under ``CoordinatorState.lock``."""
+
+    def __init__(
+        self, round_id: int, keys: EncryptKeyPair, seed: bytes, settings: Settings, now: float
+    ) -> None:
+        self.round_id = round_id
+        self.keys = keys
+        self.seed = seed
+        self.params = RoundParameters(
+            pk=keys.public,
+            sum=settings.pet.sum,
+            update=settings.pet.update,
+            seed=seed,
+            mask_config=settings.mask_config,
+            model_length=settings.model_length,
+        )
+        self.params_bytes = self.params.to_bytes()
+        self.started = now
+        self.phase = Phase.SUM
+        self.phase_started = now
+        #: Set when the current phase stops taking new messages (it ends once inflight is 0).
+        self.closing = False
+        #: Tickets issued for the current phase and not yet settled.
+        self.inflight = 0
+        self.accepted: Counter[Phase] = Counter()
+        self.rejected: Counter[Phase] = Counter()
+        self.discarded: Counter[Phase] = Counter()
+        self.sum_dict: dict[bytes, bytes] = {}
+        self.sum_dict_bytes: Optional[bytes] = None
+        self.seed_dict: dict[bytes, dict[bytes, bytes]] = {}
+        self.seeds_published = False
+        self.seed_cache: dict[bytes, bytes] = {}
+        self.update_pks: set[bytes] = set()
+        self.aggregation = Aggregation(settings.mask_config, settings.model_length)
+        self.mask_counts: Counter[bytes] = Counter()
+        self.masks: dict[bytes, MaskObject] = {}
+        self.sum2_pks: set[bytes] = set()
+        #: SHA-256 of every body accepted this round (whole messages and chunks): replays.
+        self.digests: set[bytes] = set()
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A POSTed message's view of the round when its body had arrived.
+
+    ``phase`` is the coordinator's phase then; ``accepting`` says whether that phase was open
+    for messages (and the ticket counted in ``inflight``); ``replay`` whether the very same
+    bytes were already accepted this round.
+    """
+
+    round: Round
+    phase: Phase
+    accepting: bool
+    replay: bool
+    digest: bytes
+
+
+class CoordinatorState:
+    """The current round behind one lock and one condition; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        limits: Limits,
+        *,
+        keep_models: Optional[int] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.clock = clock
+        self.lock = threading.Lock()
+        #: Notified on every accepted message, settled ticket of a closing phase, published
+        #: model, and on stop: the round thread and ``wait_for_*`` callers wait on it.
+        self.cond = threading.Condition(self.lock)
+        self.stopping = False
+        self.keep_models = keep_models
+        self._prev_seed = bytes(32)
+        self._round: Optional[Round] = None
+        self._reassembler = Reassembler(
+            max_builders=limits.multipart_max_messages,
+            max_builders_per_participant=limits.multipart_max_messages_per_participant,
+            max_total_bytes=limits.multipart_bytes(settings),
+            max_age=limits.multipart_max_age,
+            clock=clock,
+        )
+        self._models: list[PublishedModel] = []
+        self._models_published = 0
+        self._latest_model: Optional[PublishedModel] = None
+        self._history: deque[RoundRecord] = deque(maxlen=_HISTORY)
+
+    # -- reading (no lock: every attribute read here is replaced, never mutated) -------------
+    @property
+    def round(self) -> Round:
+        current = self._round
+        if current is None:
+            raise RuntimeError("the coordinator has not started its first round")
+        return current
+
+    @property
+    def started(self) -> bool:
+        return self._round is not None
+
+    def params_bytes(self) -> bytes:
+        return self.round.params_bytes
+
+    def sums_bytes(self) -> Optional[bytes]:
+        """The sum dict from the start of the Update phase until the next round, else None."""
+        return self.round.sum_dict_bytes
+
+    def seeds_bytes(self, pk: bytes) -> Optional[bytes]:
+        """The seeds for sum participant ``pk`` once published; None if unpublished or unknown."""
+        current = self.round
+        if not current.seeds_published:
+            return None
+        cached = current.seed_cache.get(pk)
+        if cached is not None:
+            return cached
+        seeds = current.seed_dict.get(pk)
+        if seeds is None:
+            return None
+        encoded = encode_update_seed_dict(seeds)  # the dict is frozen once published
+        current.seed_cache[pk] = encoded
+        return encoded
+
+    def model_bytes(self) -> Optional[bytes]:
+        latest = self._latest_model
+        return latest.data if latest is not None else None
+
+    @property
+    def latest_model(self) -> Optional[PublishedModel]:
+        return self._latest_model
+
+    @property
+    def models_published(self) -> int:
+        return self._models_published
+
+    def models(self) -> list[PublishedModel]:
+        """The retained published models, oldest first."""
+        with self.lock:
+            return list(self._models)
+
+    def history(self) -> list[RoundRecord]:
+        with self.lock:
+            return list(self._history)
+
+    @property
+    def buffered_multipart(self) -> tuple[int, int]:
+        """(incomplete multipart messages, their buffered bytes)."""
+        with self.lock:
+            return len(self._reassembler), self._reassembler.buffered_bytes
+
+    # -- round lifecycle (the round thread; callers hold the lock) ---------------------------
+    def begin_round(self) -> Round:
+        """Idle: a new round id, key pair and seed; empty dictionaries; the Sum phase opens.
+
+        Everything participants see changes at once: ``/params``, ``/sums`` (204 again) and
+        ``/seeds`` (204 again). The global model stays, as in the original.
+        """
+        previous = self._round
+        round_id = previous.round_id + 1 if previous is not None else 1
+        keys = EncryptKeyPair.generate()
+        seed = derive_round_seed(
+            self._prev_seed, keys, self.settings.pet.sum, self.settings.pet.update
+        )
+        self._prev_seed = seed
+        self._reassembler.reset()
+        self._round = Round(round_id, keys, seed, self.settings, self.clock())
+        self.cond.notify_all()
+        return self._round
+
+    def _open(self, current: Round, phase: Phase) -> None:
+        current.phase = phase
+        current.phase_started = self.clock()
+        current.closing = False
+        current.inflight = 0
+        # Chunks of the previous phase's messages can no longer complete usefully.
+        self._reassembler.reset()
+        self.cond.notify_all()
+
+    def open_update(self, current: Round) -> None:
+        """Publish the sum dict and open the Update phase, atomically."""
+        current.sum_dict_bytes = encode_sum_dict(current.sum_dict)
+        current.seed_dict = {pk: {} for pk in current.sum_dict}
+        self._open(current, Phase.UPDATE)
+
+    def open_sum2(self, current: Round) -> None:
+        """Publish the seed dict and open the Sum2 phase, atomically."""
+        current.seeds_published = True
+        self._open(current, Phase.SUM2)
+
+    def open_unmask(self, current: Round) -> None:
+        """No message is accepted from here on; the round thread unmasks outside the lock."""
+        self._open(current, Phase.UNMASK)
+
+    def publish_model(self, model: PublishedModel) -> None:
+        """Make ``model`` the one ``GET /model`` serves (it survives failed rounds)."""
+        self._latest_model = model
+        self._models_published += 1
+        self._models.append(model)
+        if self.keep_models is not None and len(self._models) > self.keep_models:
+            del self._models[: len(self._models) - self.keep_models]
+        self.cond.notify_all()
+
+    def record(self, record: RoundRecord) -> None:
+        self._history.append(record)
+
+    # -- the message side (request threads) --------------------------------------------------
+    def enter(self, digest: bytes) -> Ticket:
+        """A ticket for a message whose body has just arrived (see the module docstring)."""
+        with self.lock:
+            current = self.round
+            accepting = (
+                current.phase in (Phase.SUM, Phase.UPDATE, Phase.SUM2)
+                and not current.closing
+                and not self.stopping
+            )
+            if accepting:
+                current.inflight += 1
+            return Ticket(current, current.phase, accepting, digest in current.digests, digest)
+
+    def leave(self, ticket: Ticket) -> None:
+        """Settle a ticket; the last one of a closing phase wakes the round thread."""
+        if not ticket.accepting:
+            return
+        with self.lock:
+            current = ticket.round
+            if current is self._round and current.phase is ticket.phase:
+                current.inflight -= 1
+                if current.closing and current.inflight <= 0:
+                    self.cond.notify_all()
+
+    def note_rejection(self, ticket: Ticket, reason: Reason) -> None:
+        """Count a rejection against the round and phase of its arrival (for the phase log)."""
+        with self.lock:
+            if reason is Reason.DISCARDED:
+                ticket.round.discarded[ticket.phase] += 1
+            else:
+                ticket.round.rejected[ticket.phase] += 1
+
+    def _current(self, ticket: Ticket) -> Round:
+        """The ticket's round, if it is still current and in the ticket's phase (lock held)."""
+        current = self._round
+        if current is not ticket.round or current.phase is not ticket.phase:
+            # Only possible after the in-flight grace expired (or at stop).
+            raise Rejected(Reason.WRONG_PHASE, "the phase ended while the message was processed")
+        return current
+
+    def _accept(self, current: Round, ticket: Ticket) -> None:
+        current.accepted[ticket.phase] += 1
+        current.digests.add(ticket.digest)
+        self.cond.notify_all()
+
+    def _check_room(self, current: Round, ticket: Ticket, maximum: int) -> None:
+        if current.accepted[ticket.phase] >= maximum:
+            raise Rejected(
+                Reason.DISCARDED,
+                f"the {ticket.phase.value} phase already accepted its maximum of {maximum}",
+            )
+
+    def add_chunk(self, ticket: Ticket, message: Message) -> Optional[ReassembledMessage]:
+        """Buffer a verified chunk; the reassembled message once complete, else None."""
+        with self.lock:
+            self._current(ticket)
+            rebuilt = self._reassembler.add(message)  # ReassemblyError is a DecodeError
+            ticket.round.digests.add(ticket.digest)
+            return rebuilt
+
+    def accept_sum(self, ticket: Ticket, pk: bytes, payload: SumPayload) -> None:
+        """Sum: add ``pk → ephemeral key`` to the sum dict (one entry per participant)."""
+        with self.lock:
+            current = self._current(ticket)
+            self._check_room(current, ticket, self.settings.pet.max_sum_count)
+            if pk in current.sum_dict:
+                raise Rejected(Reason.DUPLICATE, "this sum participant is already registered")
+            current.sum_dict[pk] = payload.ephm_pk
+            self._accept(current, ticket)
+
+    def accept_update(self, ticket: Ticket, pk: bytes, payload: UpdatePayload) -> None:
+        """Update: record the seeds and add the masked model (validated by the caller).
+
+        The checks are the original's, in its order: the model still fits the aggregation
+        (its count limit; the rest was checked outside the lock), then the seed dict has one
+        seed per sum participant, only for sum participants, and this participant has not
+        submitted yet.
+        """
+        with self.lock:
+            current = self._current(ticket)
+            self._check_room(current, ticket, self.settings.pet.max_update_count)
+            aggregation = current.aggregation
+            configs = aggregation.configs
+            if aggregation.nb_models >= min(configs.vect.max_nb_models, configs.unit.max_nb_models):
+                raise Rejected(
+                    Reason.INVALID_MODEL,
+                    f"the model type allows at most {configs.vect.max_nb_models} models",
+                )
+            seeds = payload.local_seed_dict
+            if len(seeds) != len(current.sum_dict):
+                raise Rejected(
+                    Reason.SEED_DICT_MISMATCH,
+                    f"{len(seeds)} seeds for {len(current.sum_dict)} sum participants",
+                )
+            if any(sum_pk not in current.sum_dict for sum_pk in seeds):
+                raise Rejected(
+                    Reason.UNKNOWN_SUM_PARTICIPANT, "a seed for a key that is not in the sum dict"
+                )
+            if pk in current.update_pks:
+                raise Rejected(Reason.DUPLICATE, "this update participant already submitted")
+            current.update_pks.add(pk)
+            for sum_pk, encrypted_seed in seeds.items():
+                current.seed_dict[sum_pk][pk] = encrypted_seed
+            aggregation.aggregate(payload.masked_model)
+            self._accept(current, ticket)
+
+    def accept_sum2(self, ticket: Ticket, pk: bytes, payload: Sum2Payload, mask_key: bytes) -> None:
+        """Sum2: count one vote for the mask (by value, ``mask_key`` its digest)."""
+        with self.lock:
+            current = self._current(ticket)
+            self._check_room(current, ticket, self.settings.pet.max_sum2_count)
+            if pk not in current.sum_dict:
+                raise Rejected(Reason.UNKNOWN_SUM_PARTICIPANT, "the sender is not in the sum dict")
+            if pk in current.sum2_pks:
+                raise Rejected(Reason.DUPLICATE, "this sum participant already sent its mask")
+            current.sum2_pks.add(pk)
+            current.mask_counts[mask_key] += 1
+            current.masks.setdefault(mask_key, payload.model_mask)
+            self._accept(current, ticket)
