@@ -238,7 +238,9 @@ def test_driver_refuses_a_shadowing_xaynet_sdk(ref_python: Path, tmp_path: Path)
 
 
 def test_driver_refuses_a_non_venv_python(tmp_path: Path) -> None:
-    code, events = _check_import(sys.executable, {}, tmp_path, True)
+    # the interpreter behind any venv the tests themselves may run in (CI uses one)
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    code, events = _check_import(base_python, {}, tmp_path, True)
     assert code == 3
     assert events[0]["kind"] == "not_in_venv"
 
