@@ -12,14 +12,17 @@ of its python.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+try:
+    from venvcache import VenvError, VenvSpec, ensure_venv, run_setup, venv_python
+except ImportError:  # run as a script: tests/ is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from venvcache import VenvError, VenvSpec, ensure_venv, run_setup, venv_python
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO_ROOT / ".cache" / "refvenv"
@@ -34,7 +37,6 @@ MARKER_NAME = ".xaynet-refenv-ok"
 MARKER_VERSION = 1
 LOCK_TIMEOUT_S = 900.0
 PIP_TIMEOUT_S = 900.0
-_TAIL_CHARS = 3000
 
 # Runs inside the venv with -I: proves the ORIGINAL extension is what imports.
 _VERIFY_CODE = (
@@ -43,8 +45,20 @@ _VERIFY_CODE = (
     "'prefix': sys.prefix, 'has_participant': hasattr(x, 'Participant')}))"
 )
 
+__all__ = [
+    "DEFAULT_VENV",
+    "ENV_VAR",
+    "REPO_ROOT",
+    "REQUIREMENTS",
+    "RefEnvError",
+    "ensure_reference_python",
+    "venv_dir",
+    "venv_python",
+    "verify",
+]
 
-class RefEnvError(RuntimeError):
+
+class RefEnvError(VenvError):
     """The reference venv could not be created or does not import the original."""
 
 
@@ -54,116 +68,38 @@ def venv_dir() -> Path:
     return Path(override).expanduser().absolute() if override else DEFAULT_VENV
 
 
-def venv_python(venv: Path) -> Path:
-    """The venv's interpreter; deliberately NOT resolved (a resolved symlink loses the venv)."""
-    return venv / "bin" / "python"
-
-
-def _tail(text: str) -> str:
-    return text if len(text) <= _TAIL_CHARS else "..." + text[-_TAIL_CHARS:]
-
-
-def _run(cmd: list[str], what: str, timeout: float, cwd: Path) -> str:
-    """Run a setup step; on failure raise RefEnvError with the output tail."""
-    try:
-        proc = subprocess.run(
-            cmd,
-            cwd=str(cwd),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            timeout=timeout,
-            env=_clean_env(),
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.output if isinstance(exc.output, str) else ""
-        raise RefEnvError(
-            f"{what} timed out after {timeout:.0f}s: {' '.join(cmd)}\n{_tail(out or '')}"
-        ) from exc
-    except OSError as exc:
-        raise RefEnvError(f"{what} could not start: {' '.join(cmd)}: {exc}") from exc
-    if proc.returncode != 0:
-        raise RefEnvError(
-            f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-            f"--- output tail ---\n{_tail(proc.stdout)}"
-        )
-    return proc.stdout
-
-
-def _clean_env() -> dict[str, str]:
-    """Environment for setup commands: no PYTHONPATH/PYTHONHOME leaking the repo in."""
-    env = dict(os.environ)
-    for key in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"):
-        env.pop(key, None)
-    return env
-
-
-def _expected_marker() -> dict[str, object]:
-    return {"version": MARKER_VERSION, "requirements": list(REQUIREMENTS)}
-
-
-def _marker_ok(venv: Path) -> bool:
-    """Fast check (no subprocess): marker matches this recipe and the python exists."""
-    marker = venv / MARKER_NAME
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(data, dict):
-        return False
-    expected = _expected_marker()
-    if any(data.get(k) != v for k, v in expected.items()):
-        return False
-    return venv_python(venv).exists()  # exists() follows the symlink: base python still there
-
-
 def verify(python: Path) -> dict[str, object]:
     """Import the original in the venv (isolated mode) and check it is the venv's copy."""
     venv = python.parent.parent
-    out = _run(
+    out = run_setup(
         [str(python), "-I", "-c", _VERIFY_CODE],
         "importing the original xaynet_sdk in the reference venv",
         timeout=120,
         cwd=venv,
+        error=RefEnvError,
     )
     try:
-        info = json.loads(out.strip().splitlines()[-1])
+        info: dict[str, object] = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError) as exc:
-        raise RefEnvError(f"unexpected output from the import check:\n{_tail(out)}") from exc
+        raise RefEnvError(f"unexpected output from the import check:\n{out[-3000:]}") from exc
     ext = Path(str(info["ext"])).resolve()
     if not ext.is_relative_to(venv.resolve()) or not info.get("has_participant"):
         raise RefEnvError(f"the reference venv imported the wrong xaynet_sdk: {info} (venv {venv})")
     return info
 
 
-def _build(venv: Path) -> None:
-    """Create the venv from scratch, install the pinned original, verify, write the marker."""
-    if venv.exists():
-        shutil.rmtree(venv)
-    base = sys.executable
-    _run([base, "-m", "venv", str(venv)], "creating the venv", timeout=300, cwd=venv.parent)
-    python = venv_python(venv)
-    _run(
-        [
-            str(python),
-            "-I",
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            *REQUIREMENTS,
-        ],
-        "pip install into the reference venv",
-        timeout=PIP_TIMEOUT_S,
-        cwd=venv,
+def _spec() -> VenvSpec:
+    return VenvSpec(
+        path=venv_dir(),
+        install=REQUIREMENTS,
+        recipe={"version": MARKER_VERSION, "requirements": list(REQUIREMENTS)},
+        marker_name=MARKER_NAME,
+        what="the reference venv",
+        verify=verify,
+        error=RefEnvError,
+        lock_timeout=LOCK_TIMEOUT_S,
+        pip_timeout=PIP_TIMEOUT_S,
     )
-    info = verify(python)
-    marker = _expected_marker() | {"import": info, "base_python": base, "built": time.time()}
-    tmp = venv / (MARKER_NAME + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=1))
-    tmp.replace(venv / MARKER_NAME)
 
 
 def ensure_reference_python() -> Path:
@@ -172,30 +108,7 @@ def ensure_reference_python() -> Path:
     Idempotent and safe for concurrent callers (an fcntl lock next to the venv
     serializes the build; later callers see the marker and return at once).
     """
-    venv = venv_dir()
-    if _marker_ok(venv):
-        return venv_python(venv)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = venv.parent / (venv.name + ".lock")
-    with open(lock_path, "a+") as lock:
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RefEnvError(
-                        f"timed out after {LOCK_TIMEOUT_S:.0f}s waiting for {lock_path} "
-                        "(another process is building the reference venv)"
-                    ) from None
-                time.sleep(0.5)
-        try:
-            if not _marker_ok(venv):  # someone else may have finished while we waited
-                _build(venv)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-    return venv_python(venv)
+    return ensure_venv(_spec())
 
 
 def main() -> int:

@@ -1,0 +1,77 @@
+"""Several ParticipantABCs in one process, each with its own model. Participant p sends
+[p/N, p/N, p/N, p/N], so each global model is the mean of p/N over that round's update
+participants.
+
+    python examples/multiple_participants.py --participants 10
+    python examples/multiple_participants.py --url http://127.0.0.1:8081 --participants 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Optional
+
+import _common
+
+from xaynet_sdk import ParticipantABC, spawn_participant
+
+
+class Participant(ParticipantABC):
+    def __init__(
+        self, p_id: int, model: list[float], global_models: Optional[_common.GlobalModels]
+    ) -> None:
+        self.p_id = p_id
+        self.model = model
+        self.global_models = global_models  # only participant 1 reports the rounds
+
+    def deserialize_training_input(self, global_model: list[float]) -> list[float]:
+        return global_model
+
+    def train_round(self, training_input: Optional[list[float]]) -> list[float]:
+        _common.say(f"participant {self.p_id}: training")
+        time.sleep(0.2)  # your training step here
+        return self.model
+
+    def serialize_training_result(self, training_result: list[float]) -> list[float]:
+        return training_result
+
+    def on_new_global_model(self, global_model: Optional[list[float]]) -> None:
+        if self.global_models is not None:
+            self.global_models.received(global_model)
+
+
+def main(args: argparse.Namespace) -> None:
+    n = args.participants
+    # A local coordinator gets simulated participants only if there are fewer than 10 here.
+    with _common.coordinator(args, simulated=max(0, 10 - n)) as url:
+        global_models = _common.GlobalModels(args)
+        participants = [
+            spawn_participant(
+                url,
+                Participant,
+                args=(p, [p / n] * 4, global_models if p == 1 else None),
+            )
+            for p in range(1, n + 1)
+        ]
+        _common.say(f"started {n} participants in this process")
+        try:
+            global_models.wait()
+        finally:
+            for participant in participants:
+                participant.stop()
+
+
+def cli() -> argparse.ArgumentParser:
+    parser = _common.parser(__doc__)
+    parser.add_argument(
+        "--participants",
+        type=_common.positive_int,
+        default=10,
+        help="how many participants (default: 10)",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    _common.run(main, cli())
