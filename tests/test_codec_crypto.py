@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from spec_vectors import load_vector
 
 from xaynet_sdk.codec.crypto import (
+    LARGE_SIGNATURE_INPUT,
     SEALBYTES,
     EncryptKeyPair,
     SigningKeyPair,
@@ -74,6 +75,34 @@ def test_sign_verify() -> None:
     # malformed lengths are "not valid", never a read past a buffer
     assert not verify(keys.public[:31], sig, b"hello")
     assert not verify(keys.public, sig[:63], b"hello")
+
+
+@pytest.mark.parametrize(
+    "size", [LARGE_SIGNATURE_INPUT - 1, LARGE_SIGNATURE_INPUT, 3 * LARGE_SIGNATURE_INPUT + 5]
+)
+def test_large_inputs_get_libsodiums_signature(size: int) -> None:
+    """Large messages are signed with OpenSSL: the bytes must be libsodium's, for any input
+    type the message encoder passes (bytes, a memoryview into a bytearray)."""
+    import nacl.bindings
+
+    keys = SigningKeyPair.generate()
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    expected = nacl.bindings.crypto_sign(data, keys.secret)[:64]
+    assert sign(keys.secret, data) == expected
+    assert sign(keys.secret, memoryview(bytearray(b"xx" + data))[2:]) == expected
+    assert verify(keys.public, expected, memoryview(data))
+
+
+def test_large_input_with_an_inconsistent_secret_key_is_signed_as_libsodium_does() -> None:
+    """A 64-byte secret key whose second half is not its seed's public key: OpenSSL would
+    sign under the recomputed key, libsodium under the given one; we keep libsodium's."""
+    import nacl.bindings
+
+    keys, other = SigningKeyPair.generate(), SigningKeyPair.generate()
+    odd = keys.secret[:32] + other.public
+    data = b"m" * (2 * LARGE_SIGNATURE_INPUT)
+    assert sign(odd, data) == nacl.bindings.crypto_sign(data, odd)[:64]
+    assert sign(odd, data) != sign(keys.secret, data)
 
 
 def test_key_validation() -> None:

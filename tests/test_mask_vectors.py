@@ -242,3 +242,25 @@ def test_lists_are_converted_like_the_originals_set_model() -> None:
         mask_model(b"\1" * 32, i32, 1.0, [2**40])
     with pytest.raises(_native.NonFiniteWeight):  # 1e39 overflows f32 to inf, as in the original
         mask_model(b"\1" * 32, f32, 1.0, [1e39])
+
+
+@pytest.mark.parametrize("config", list(all_configs()), ids=lambda c: c.name)
+def test_wire_conversion_matches_a_bytewise_copy(config: MaskConfig) -> None:
+    """The structured-view conversion between limbs and wire bytes, for every configuration
+    (every bytes-per-number and limb count), empty and odd lengths included."""
+    from xaynet_sdk.mask.objects import MaskVect, _limbs_to_wire, _wire_to_limbs
+
+    bpn, limbs = config.bytes_per_number, config.limbs
+    rng = np.random.default_rng(bpn)
+    for n in (0, 1, 3, 1001):
+        wire = rng.integers(0, 256, n * bpn, dtype=np.uint8).tobytes()
+        expected = np.zeros((n, 8 * limbs), dtype=np.uint8)
+        expected[:, :bpn] = np.frombuffer(wire, dtype=np.uint8).reshape(n, bpn)
+        expected_limbs = expected.view("<u8").reshape(n, limbs)
+        got = _wire_to_limbs(memoryview(b"?" + wire)[1:], n, bpn, limbs)
+        assert got.dtype == np.uint64 and got.flags.writeable
+        assert np.array_equal(got, expected_limbs)
+        assert _limbs_to_wire(got, bpn).tobytes() == wire
+        vect = MaskVect(config, got)
+        assert MaskVect(config, got[::-1].copy()[::-1]).to_bytes() == vect.to_bytes()
+        assert vect.to_bytes() == b"".join(bytes(p) for p in vect.wire_parts())

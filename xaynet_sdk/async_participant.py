@@ -112,7 +112,9 @@ class AsyncParticipant(threading.Thread):
 
         Raises:
             LocalModelLengthMisMatch: The length differs from the round's model length.
-            LocalModelDataTypeMisMatch: A value does not fit the round's data type.
+            LocalModelDataTypeMisMatch: A value does not fit the round's data type (not a
+                number, NaN or infinite, out of range).
+            TypeError: The model is not a list, a tuple or a 1-d numpy array.
         """
         LOG.debug("set local model in model store")
         self._xaynet_participant.set_model(local_model)

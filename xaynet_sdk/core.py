@@ -18,6 +18,7 @@ the one before it); numpy arrays are accepted and, on request, returned.
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import threading
 from typing import Any, Optional, Union
@@ -94,13 +95,24 @@ def check_max_message_size(value: object) -> Optional[int]:
 
 
 def _check_scalar(scalar: object) -> float:
+    """The scalar as a float: ``TypeError`` if not a number, ``ValueError`` unless finite > 0.
+
+    The original takes any float and masks NaN and negative scalars as 0 (and infinity as
+    f64::MAX, clamped): an update with no weight at all, or the whole weight, which is never
+    what the caller meant, and a round whose scalars are all 0 cannot be unmasked.
+    """
     if isinstance(scalar, bool) or not isinstance(scalar, (int, float, np.floating, np.integer)):
         raise TypeError(f"scalar must be a float, got {type(scalar).__name__}")
-    value = float(scalar)
-    if math.isnan(value) or value < 0:
-        _log.warning(
-            "scalar %r counts as 0 in masking: this participant's updates will get no weight",
-            value,
+    try:
+        value = float(scalar)
+    except OverflowError:
+        value = math.inf
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"scalar must be a finite number above 0, got {value!r}. It is the weight of this"
+            " participant's updates in the global model (for example its number of training"
+            " samples over the total); a participant with nothing to contribute should not"
+            " train (participate_in_update_task() returning False)"
         )
     return value
 
@@ -117,8 +129,9 @@ class Participant:
     or a CA bundle path), ``cert`` (client certificate) and ``transport`` (a replacement for
     the HTTP transport, for tests).
 
-    Raises :class:`ParticipantInit` (bad URL or options) or :class:`ParticipantRestore`
-    (unusable state, or bad URL when restoring).
+    Raises :class:`ParticipantInit` (bad URL or options, or a scalar that is not a finite
+    number above 0) or :class:`ParticipantRestore` (unusable state, or bad URL when
+    restoring); ``TypeError`` for a scalar that is not a number.
     """
 
     def __init__(
@@ -138,11 +151,10 @@ class Participant:
             try:
                 check_url(url)
                 size = check_max_message_size(max_message_size)
+                checked_scalar = _check_scalar(scalar)
             except (InvalidUrl, ValueError) as e:
                 raise ParticipantInit(f"failed to initialize participant: {e}") from None
-            self._state, events = machine.new_state(
-                SigningKeyPair.generate(), _check_scalar(scalar), size
-            )
+            self._state, events = machine.new_state(SigningKeyPair.generate(), checked_scalar, size)
             new_global_model = False
         else:
             restored = load_state(state, _check_restored)
@@ -172,6 +184,7 @@ class Participant:
         self._task = Task.NONE
         self._round_serial = 0
         self._step_errors: set[str] = set()
+        self._odd_params: Optional[RoundParameters] = None
         self._process(events)
 
     # -- the original's methods -------------------------------------------------------------
@@ -211,7 +224,8 @@ class Participant:
 
         Accepts a list (as the original), a tuple or a 1-d numpy array. Raises
         :class:`LocalModelLengthMisMatch` or :class:`LocalModelDataTypeMisMatch` with the
-        original's messages (PROTOCOL.md 8.2).
+        original's messages (PROTOCOL.md 8.2) followed by what to do, and ``TypeError`` for
+        another kind of container.
         """
         with self._state_lock:
             self._check_open("set_model")
@@ -343,10 +357,32 @@ class Participant:
         if body is None:
             return None
         try:
-            return RoundParameters.from_bytes(body)
+            params = RoundParameters.from_bytes(body)
         except CodecError as e:
-            self._log_once("params", f"the coordinator sent undecodable round parameters ({e})")
+            self._log_once(
+                "params", f"the coordinator sent undecodable round parameters ({e}); retrying"
+            )
             return None
+        if math.isnan(params.sum) or math.isnan(params.update):
+            # NaN never equals itself: taken as is, every poll would start a new round (the
+            # original does that, PROTOCOL.md 12.4), resetting the backoff each time.
+            self._log_once(
+                "params nan",
+                f"the coordinator sent round parameters with a NaN task probability (sum"
+                f" {params.sum}, update {params.update}); waiting for valid ones",
+            )
+            return None
+        if not (0.0 <= params.sum <= 1.0 and 0.0 <= params.update <= 1.0):
+            if params != self._odd_params:
+                self._odd_params = params
+                _log.warning(
+                    "the round parameters have a task probability outside [0, 1] (sum %r,"
+                    " update %r): as in the original, above 1 selects every participant and"
+                    " below 0 none. Check the coordinator's [pet] settings",
+                    params.sum,
+                    params.update,
+                )
+        return params
 
     def _perform(self, request: Request) -> Response:
         transport = self._transport
@@ -373,21 +409,31 @@ class Participant:
             f"the {type(state.phase).__name__} step failed ({type(error).__name__}: {error});"
             " retrying on the next tick",
             exc=error,
+            level=logging.ERROR,
         )
         return Transition(state, False)
 
-    def _log_once(self, kind: str, message: str, exc: Optional[BaseException] = None) -> None:
+    def _log_once(
+        self,
+        kind: str,
+        message: str,
+        exc: Optional[BaseException] = None,
+        level: int = logging.WARNING,
+    ) -> None:
+        """Log ``message`` if ``kind`` was not logged since the last progress, else DEBUG."""
         if kind in self._step_errors:
             _log.debug("%s", message)
             return
         self._step_errors.add(kind)
-        _log.error("%s", message, exc_info=exc)
+        _log.log(level, "%s", message, exc_info=exc)
 
     def _commit(self, transition: Transition) -> None:
         self._state = transition.state
         self._made_progress = transition.progress
         if transition.progress:
             self._step_errors.clear()
+        if transition.problem is not None:
+            self._log_once(*transition.problem)
         self._process(transition.events)
 
     def _process(self, events: tuple[Event, ...]) -> None:

@@ -356,7 +356,8 @@ def spawn_participant(
         kwargs: Keyword arguments of the class's constructor.
         state: A saved state to resume. Defaults to None (a new participant, new keys).
         scalar: The weight of this participant's updates in the aggregation (for example
-            its number of training samples over the total). Defaults to 1.0.
+            its number of training samples over the total): a finite number above 0.
+            Defaults to 1.0.
         numpy: Give the global model to ``deserialize_training_input`` as a numpy array
             instead of a list. Defaults to False (as the original).
         max_message_size: The largest sealed message in bytes; larger messages are sent in
@@ -368,7 +369,7 @@ def spawn_participant(
         cert: A client certificate for TLS: a PEM path, or ``(cert, key)`` paths.
 
     Raises:
-        ParticipantInit: The URL or an option is invalid.
+        ParticipantInit: The URL, the scalar or an option is invalid.
         ParticipantRestore: The state cannot be restored (it says why).
         Exception: Whatever the class's constructor raised (it runs in the new thread; this
             call waits for it).

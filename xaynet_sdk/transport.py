@@ -14,8 +14,9 @@ What the original participant does on the wire, and what this module keeps:
 What it adds: a timeout on every request (the original has none, so one coordinator that
 accepts a connection and never answers hangs it forever), certificate verification with
 an optional CA bundle or client certificate, and errors that are logged once per kind and
-endpoint until that endpoint works again, with what to check. Nothing here retries: the
-caller polls again on its next tick.
+endpoint until that endpoint works again (once for all endpoints when the host cannot be
+reached or TLS fails), with what to check. Nothing here retries: the caller polls again on
+its next tick.
 """
 
 from __future__ import annotations
@@ -119,12 +120,22 @@ class TransportLike:
 def check_url(url: object) -> str:
     """The URL if it can be a coordinator base URL, else :class:`InvalidUrl` saying why."""
     if not isinstance(url, str):
-        raise InvalidUrl(f"the coordinator URL must be a str, got {type(url).__name__}")
+        raise InvalidUrl(
+            f"the coordinator URL must be a str (for example http://127.0.0.1:8081), got"
+            f" {type(url).__name__}"
+        )
+    if any(c.isspace() or not c.isprintable() for c in url.strip()):
+        raise InvalidUrl(
+            f"invalid coordinator URL {url!r}: it contains white space or control characters"
+            " (for example http://127.0.0.1:8081)"
+        )
     try:
         parts = urlsplit(url.strip())
         port = parts.port  # raises ValueError for a malformed port
     except ValueError as e:
-        raise InvalidUrl(f"invalid coordinator URL {url!r}: {e}") from None
+        raise InvalidUrl(
+            f"invalid coordinator URL {url!r}: {e} (for example http://127.0.0.1:8081)"
+        ) from None
     if parts.scheme not in ("http", "https"):
         raise InvalidUrl(
             f"invalid coordinator URL {url!r}: the scheme must be http or https (for example"
@@ -290,7 +301,11 @@ class Transport(TransportLike):
     def _fail(self, endpoint: str, error: TransportError) -> TransportError:
         with self._lock:
             kinds = self._failing.setdefault(endpoint, set())
-            first = error.kind not in kinds
+            if error.kind in _HOST_KINDS:
+                # The same for every endpoint (and its message names none): once for all.
+                first = not any(error.kind in k for k in self._failing.values())
+            else:
+                first = error.kind not in kinds
             kinds.add(error.kind)
         if first:
             _log.warning("%s", error)
@@ -305,6 +320,10 @@ class Transport(TransportLike):
             kinds = self._failing.pop(endpoint, set())
         if kinds:
             _log.info("/%s works again (after: %s)", endpoint, ", ".join(sorted(kinds)))
+
+
+#: Failures of the host rather than of an endpoint: logged once whatever the endpoint.
+_HOST_KINDS = frozenset({ConnectFailed.kind, TlsError.kind})
 
 
 def _status_error(status: int, method: str, url: str) -> HttpStatusError:

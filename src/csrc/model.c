@@ -45,6 +45,8 @@ static int parse_bigint(const uint8_t *data, size_t len, size_t *pos, bigint_ref
     out->n = (size_t)count;
     *pos += 4 * (size_t)count;
     while (out->n > 0 && digit(out, out->n - 1) == 0) out->n--;
+    /* BigInt::from_biguint(NoSign, m) is zero whatever m is (num-bigint 0.3.1) */
+    if (sign == 0x00) out->n = 0;
     out->neg = sign == 0xff && out->n > 0;
     return XN_OK;
 }
@@ -208,12 +210,56 @@ static int div_trunc_u64(const bigint_ref *n, const bigint_ref *d, uint64_t *q,
     return XN_OK;
 }
 
+/* One weight to dtype, written to out[j]: XN_OK, XN_ERR_RANGE or XN_ERR_DIVERGES. */
+static int convert_weight(const bigint_ref *num, const bigint_ref *den, int dtype, void *out,
+                          size_t j, uint32_t *scratch)
+{
+    if (dtype == XN_DTYPE_F32 || dtype == XN_DTYPE_F64) {
+        int f32 = dtype == XN_DTYPE_F32, inf_n, inf_d;
+        double nf, df;
+        if (exceeds_max(num, den, f32 ? (1ULL << 24) - 1 : (1ULL << 53) - 1, f32 ? 104 : 971,
+                        scratch))
+            return XN_ERR_RANGE;
+        nf = big_to_float(num, f32 ? 24 : 53, f32 ? 128 : 1024, &inf_n);
+        df = big_to_float(den, f32 ? 24 : 53, f32 ? 128 : 1024, &inf_d);
+        if (nf == 0.0 || df == 0.0) {
+            if (f32) ((float *)out)[j] = 0.0f;
+            else ((double *)out)[j] = 0.0;
+            return XN_OK;
+        }
+        if (f32) {
+            float q = (float)nf / (float)df;
+            if (!isfinite(q)) return XN_ERR_DIVERGES;
+            ((float *)out)[j] = q;
+        } else {
+            double q = nf / df;
+            if (!isfinite(q)) return XN_ERR_DIVERGES;
+            ((double *)out)[j] = q;
+        }
+        return XN_OK;
+    }
+    {
+        uint64_t q;
+        int neg = num->neg != den->neg;
+        if (div_trunc_u64(num, den, &q, scratch) != XN_OK) return XN_ERR_RANGE;
+        if (dtype == XN_DTYPE_I32) {
+            if (neg ? q > (1ULL << 31) : q > (1ULL << 31) - 1) return XN_ERR_RANGE;
+            ((int32_t *)out)[j] = neg ? (int32_t)(0 - (int64_t)q) : (int32_t)q;
+        } else {
+            if (neg ? q > (1ULL << 63) : q > (1ULL << 63) - 1) return XN_ERR_RANGE;
+            ((int64_t *)out)[j] = neg ? (int64_t)(0 - q) : (int64_t)q;
+        }
+        return XN_OK;
+    }
+}
+
 int xn_model_from_bincode(const uint8_t *data, size_t len, int dtype, void *out,
                           size_t capacity, size_t *count, size_t *consumed,
                           size_t *bad_index, uint32_t *scratch, size_t scratch_words)
 {
     uint64_t n;
-    size_t pos = 8, j;
+    size_t pos = 8, j, first_bad = 0;
+    int first_rc = XN_OK;
     if (data == NULL || count == NULL || consumed == NULL || scratch == NULL)
         return XN_ERR_ARGUMENT;
     if (dtype < XN_DTYPE_F32 || dtype > XN_DTYPE_I64) return XN_ERR_ARGUMENT;
@@ -224,6 +270,9 @@ int xn_model_from_bincode(const uint8_t *data, size_t len, int dtype, void *out,
     if (n > (len - 8) / 18) return XN_ERR_MALFORMED;
     *count = (size_t)n;
     if (n > capacity || (out == NULL && n > 0)) return XN_ERR_LENGTH;
+    /* The original deserializes the whole model before converting any weight, so a malformed
+       weight anywhere wins over a conversion error before it: after the first conversion
+       error the rest is only parsed. */
     for (j = 0; j < (size_t)n; j++) {
         bigint_ref num, den;
         int rc = parse_bigint(data, len, &pos, &num);
@@ -233,57 +282,17 @@ int xn_model_from_bincode(const uint8_t *data, size_t len, int dtype, void *out,
             if (bad_index) *bad_index = j;
             return rc;
         }
-        if (dtype == XN_DTYPE_F32 || dtype == XN_DTYPE_F64) {
-            int f32 = dtype == XN_DTYPE_F32, inf_n, inf_d;
-            double nf, df;
-            if (exceeds_max(&num, &den, f32 ? (1ULL << 24) - 1 : (1ULL << 53) - 1,
-                            f32 ? 104 : 971, scratch)) {
-                if (bad_index) *bad_index = j;
-                return XN_ERR_RANGE;
-            }
-            nf = big_to_float(&num, f32 ? 24 : 53, f32 ? 128 : 1024, &inf_n);
-            df = big_to_float(&den, f32 ? 24 : 53, f32 ? 128 : 1024, &inf_d);
-            if (nf == 0.0 || df == 0.0) {
-                if (f32) ((float *)out)[j] = 0.0f;
-                else ((double *)out)[j] = 0.0;
-                continue;
-            }
-            if (f32) {
-                float q = (float)nf / (float)df;
-                if (!isfinite(q)) {
-                    if (bad_index) *bad_index = j;
-                    return XN_ERR_DIVERGES;
-                }
-                ((float *)out)[j] = q;
-            } else {
-                double q = nf / df;
-                if (!isfinite(q)) {
-                    if (bad_index) *bad_index = j;
-                    return XN_ERR_DIVERGES;
-                }
-                ((double *)out)[j] = q;
-            }
-        } else {
-            uint64_t q;
-            int neg = num.neg != den.neg;
-            if (div_trunc_u64(&num, &den, &q, scratch) != XN_OK) {
-                if (bad_index) *bad_index = j;
-                return XN_ERR_RANGE;
-            }
-            if (dtype == XN_DTYPE_I32) {
-                if (neg ? q > (1ULL << 31) : q > (1ULL << 31) - 1) {
-                    if (bad_index) *bad_index = j;
-                    return XN_ERR_RANGE;
-                }
-                ((int32_t *)out)[j] = neg ? (int32_t)(0 - (int64_t)q) : (int32_t)q;
-            } else {
-                if (neg ? q > (1ULL << 63) : q > (1ULL << 63) - 1) {
-                    if (bad_index) *bad_index = j;
-                    return XN_ERR_RANGE;
-                }
-                ((int64_t *)out)[j] = neg ? (int64_t)(0 - q) : (int64_t)q;
+        if (first_rc == XN_OK) {
+            rc = convert_weight(&num, &den, dtype, out, j, scratch);
+            if (rc != XN_OK) {
+                first_rc = rc;
+                first_bad = j;
             }
         }
+    }
+    if (first_rc != XN_OK) {
+        if (bad_index) *bad_index = first_bad;
+        return first_rc;
     }
     *consumed = pos;
     return XN_OK;

@@ -259,11 +259,14 @@ class UpdatePayload:
         object.__setattr__(self, "local_seed_dict", seeds)
 
     def to_bytes(self) -> bytes:
-        return (
-            self.sum_signature
-            + self.update_signature
-            + self.masked_model.to_bytes()
-            + encode_local_seed_dict(self.local_seed_dict)
+        # One join: the masked model's numbers are copied once (they are most of the bytes).
+        return b"".join(
+            [
+                self.sum_signature,
+                self.update_signature,
+                *self.masked_model.wire_parts(),
+                encode_local_seed_dict(self.local_seed_dict),
+            ]
         )
 
     @classmethod
@@ -296,7 +299,7 @@ class Sum2Payload:
             raise EncodeError("model_mask must be a MaskObject")
 
     def to_bytes(self) -> bytes:
-        return self.sum_signature + self.model_mask.to_bytes()
+        return b"".join([self.sum_signature, *self.model_mask.wire_parts()])
 
     @classmethod
     def from_bytes(cls, data: BytesLike) -> "Sum2Payload":

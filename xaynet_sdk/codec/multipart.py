@@ -345,6 +345,8 @@ class Reassembler:
         self._builders: OrderedDict[_Key, _Builder] = OrderedDict()
         self._per_participant: dict[bytes, int] = {}
         self._total_bytes = 0
+        #: Incomplete messages evicted to make room, since construction.
+        self.evictions = 0
 
     # -- inspection ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -393,8 +395,17 @@ class Reassembler:
     def _evict_oldest(self, exclude: "_Key | None", participant: "bytes | None" = None) -> bool:
         for key in self._builders:
             if key != exclude and (participant is None or key[1] == participant):
-                _log.warning("evicting incomplete multipart message %d to make room", key[0])
                 self._discard(key)
+                self.evictions += 1
+                # A flood evicts once per hostile chunk: warn at 1, 10, 100... evictions.
+                count = self.evictions
+                level = logging.WARNING if count == 10 ** (len(str(count)) - 1) else logging.DEBUG
+                _log.log(
+                    level,
+                    "evicted an incomplete multipart message to make room (%d so far: the"
+                    " reassembly limits are reached, which a flood of chunks can cause)",
+                    count,
+                )
                 return True
         return False
 

@@ -62,9 +62,16 @@ def convert_local_model(
     """
     length = _length(model)
     if length != model_length:
+        if model_length == 0:
+            hint = (
+                "no round parameters yet: set the model once the participant has joined a"
+                " round (should_set_model() or the new-global-model notifier)"
+            )
+        else:
+            hint = f"give exactly {model_length} weights, the coordinator's model length"
         raise LocalModelLengthMisMatch(
             "the local model length is incompatible with the model length of the current"
-            f" model configuration {length} != {model_length}"
+            f" model configuration {length} != {model_length} ({hint})"
         )
     if data_type.is_float:
         out = _to_float(model, data_type)
@@ -87,6 +94,12 @@ def convert_local_model(
 def _element_to_float(value: object, index: int, data_type: DataType) -> float:
     """``PyFloat_AsDouble``: ``__float__``, else ``__index__``; str and others are refused."""
     kind = type(value)
+    if isinstance(value, (complex, np.complexfloating)):
+        # numpy's complex scalars convert to float by dropping the imaginary part.
+        raise LocalModelDataTypeMisMatch(
+            f"TypeError: must be real number, not {kind.__name__} (weight {index}; the round's"
+            f" data type is {data_type.name}: give real numbers)"
+        )
     try:
         if hasattr(kind, "__float__"):
             return float(value)  # type: ignore[arg-type]

@@ -87,10 +87,22 @@ def _ratios(r: Reader, what: str) -> list[Fraction]:
 
 
 def _to_model(ratios: list[Fraction], data_type: DataType) -> LocalModel:
-    """Exact for models the original built with ``from_primitives`` (every value fits)."""
+    """Exact for models the original built with ``from_primitives``; anything else is refused.
+
+    A value outside the data type cannot come from the original, so the state is corrupt:
+    refuse it here rather than let it become inf (or wrap) and fail every later tick.
+    """
+    dtype = np.dtype(data_type.numpy_dtype)
     if data_type.is_float:
-        return np.asarray([float(v) for v in ratios], dtype=data_type.numpy_dtype)
-    return np.asarray([int(v) for v in ratios], dtype=data_type.numpy_dtype)
+        top = Fraction(float(np.finfo(dtype).max))
+        if any(abs(v) > top for v in ratios):
+            raise DecodeError("model: a weight is out of the range of its data type")
+        return np.asarray([float(v) for v in ratios], dtype=dtype)
+    info = np.iinfo(dtype)
+    values = [int(v) for v in ratios]
+    if any(not info.min <= v <= info.max for v in values):
+        raise DecodeError("model: a weight is out of the range of its data type")
+    return np.asarray(values, dtype=dtype)
 
 
 def _ephm_keys(r: Reader) -> EncryptKeyPair:

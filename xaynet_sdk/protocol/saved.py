@@ -225,7 +225,10 @@ def _load_model(value: Any, where: str) -> Optional[LocalModel]:
     wire = np.dtype(dtype).newbyteorder("<")
     if len(data) % wire.itemsize:
         raise _Invalid(f"{where}: model data is not a whole number of {dtype} values")
-    return np.frombuffer(data, dtype=wire).astype(np.dtype(dtype))
+    model = np.frombuffer(data, dtype=wire).astype(np.dtype(dtype))
+    if model.dtype.kind == "f" and not bool(np.isfinite(model).all()):
+        raise _Invalid(f"{where}: the model has NaN or infinite weights")
+    return model
 
 
 def _load_mask(data: Optional[bytes], where: str) -> Optional[MaskObject]:
@@ -321,7 +324,7 @@ def _load_document(raw: bytes) -> ParticipantState:
         if isinstance(e.unpacked, dict) and e.unpacked.get("format") == FORMAT:
             raise _Invalid("trailing bytes after the state document (corrupted?)") from None
         raise _Invalid("the state is not a participant state (not a state document)") from None
-    except (ValueError, msgpack.UnpackException) as e:
+    except (ValueError, TypeError, msgpack.UnpackException) as e:  # TypeError: unhashable map key
         text = str(e)
         if "incomplete" in text.lower() or "exceeds max_" in text:
             raise _Invalid("the state is truncated") from None
@@ -377,6 +380,6 @@ def load_state(
             result = _load_document(raw)
         if check is not None:
             check(result)
-    except (_Invalid, ValueError) as e:
+    except (_Invalid, ValueError, OverflowError) as e:  # Overflow: a weight beyond its type
         raise ParticipantRestore(f"failed to restore participant: {e}") from None
     return result

@@ -252,11 +252,17 @@ class Response:
 @dataclass(frozen=True)
 class Transition:
     """The outcome of a step: the next state, ``progress`` (the original's Complete vs
-    Pending), and the events to process, in order."""
+    Pending), and the events to process, in order.
+
+    ``problem`` is ``(kind, message)`` for trouble met on the way that the next tick retries
+    (such as an undecodable dictionary from the coordinator): the participant logs each kind
+    once until it makes progress again, rather than once per poll.
+    """
 
     state: ParticipantState
     progress: bool
     events: tuple[Event, ...] = ()
+    problem: Optional[tuple[str, str]] = None
 
 
 def model_array(values: "npt.ArrayLike", dtype: str) -> LocalModel:

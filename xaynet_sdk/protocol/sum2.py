@@ -68,8 +68,8 @@ def _fetch_seed_dict(
     try:
         seed_dict = decode_update_seed_dict(response.body)
     except DecodeError as e:
-        _log.warning("the coordinator sent an undecodable seed dictionary (%s); retrying", e)
-        return Transition(state, False)
+        problem = f"the coordinator sent an undecodable seed dictionary ({e}); retrying"
+        return Transition(state, False, problem=("undecodable seed dict", problem))
     return Transition(replace(state, phase=replace(phase, seed_dict=seed_dict)), True)
 
 

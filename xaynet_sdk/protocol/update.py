@@ -72,8 +72,8 @@ def _fetch_sum_dict(
     try:
         sum_dict = decode_sum_dict(response.body)
     except DecodeError as e:
-        _log.warning("the coordinator sent an undecodable sum dictionary (%s); retrying", e)
-        return Transition(state, False)
+        problem = f"the coordinator sent an undecodable sum dictionary ({e}); retrying"
+        return Transition(state, False, problem=("undecodable sum dict", problem))
     return Transition(replace(state, phase=replace(phase, sum_dict=sum_dict)), True)
 
 
