@@ -401,7 +401,6 @@ class Session:
     mode: str
     coordinator: LocalCoordinator = field(init=False)
     clock: CoordinatorClock = field(init=False)
-    unmask_times: list[float] = field(default_factory=list)
     ready_kb: dict[str, int] = field(default_factory=dict)
     _last_round: int = 0
 
@@ -478,12 +477,7 @@ class Session:
             return False
         if summer is not None:
             client.post(summer.sum2_message(client.seeds(summer.keys.public)))
-        if not self.clock.wait("published", round_id, max(0.0, deadline - time.monotonic())):
-            return False
-        (t_unmask,) = self.clock.times("unmask", round_id)
-        (t_published,) = self.clock.times("published", round_id)
-        self.unmask_times.append(t_published - t_unmask)
-        return True
+        return self.clock.wait("published", round_id, max(0.0, deadline - time.monotonic()))
 
     def _update_round(self, driver: Driver, deadline: float) -> Optional[Measurement]:
         client, clock = self.client, self.clock

@@ -50,17 +50,22 @@ CONFIGS = ("Prime/F32/B0/M3", "Integer/F64/B2/M6")
 SKIP_ORIGINAL = False
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: first-touch page faults, caches, CPU frequency
-    times = []
+def median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """The median time of each function, run in turn (a, b, a, b, ...) so that a change in
+    the machine's load affects a figure and its reference alike."""
+    for fn in fns:
+        fn()  # warm-up: first-touch page faults, caches, CPU frequency
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
-def keystream_time(seed: bytes, nbytes: int, repeats: int) -> float:
+def keystream(seed: bytes, nbytes: int) -> Callable[[], None]:
+    """Producing ``nbytes`` of ChaCha20 keystream with OpenSSL (``cryptography``)."""
     chunk = 1 << 18
     src, dst = bytearray(chunk), bytearray(chunk + 16)
 
@@ -69,7 +74,7 @@ def keystream_time(seed: bytes, nbytes: int, repeats: int) -> float:
         for _ in range(-(-nbytes // chunk)):
             enc.update_into(src, dst)
 
-    return median_time(run, repeats)
+    return run
 
 
 def row(cells: list[str], widths: list[int]) -> str:
@@ -78,7 +83,6 @@ def row(cells: list[str], widths: list[int]) -> str:
 
 def bench_mask(quick: bool) -> None:
     sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
-    repeats = 3 if quick else 7
     widths = [18, 9, 12, 14, 16, 7]
     load = CpuLoad()
     print("\n## Masking N weights (one update participant)")
@@ -90,9 +94,12 @@ def bench_mask(quick: bool) -> None:
         for n in sizes:
             weights = rng.standard_normal(n).astype(config.data_type.numpy_dtype)
             seed = os.urandom(32)
-            ours = median_time(partial(mask_model, seed, pair, 1.0, weights), repeats)
             _, words = _native.draw(seed, 0, config, n + 1)  # unit + n weights: all draws
-            limit = keystream_time(seed, 4 * words, repeats)
+            repeats = 3 if quick else (21 if n <= 100_000 else 7)
+            ours, limit = median_times(
+                [partial(mask_model, seed, pair, 1.0, weights), keystream(seed, 4 * words)],
+                repeats,
+            )
             print(
                 row(
                     [
@@ -115,7 +122,6 @@ def bench_sum2(quick: bool) -> None:
         if quick
         else [(10, 100_000), (50, 100_000), (10, 1_000_000), (50, 1_000_000)]
     )
-    repeats = 3 if quick else 5
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     widths = [18, 4, 11, 14, 16, 8]
     load = CpuLoad()
@@ -125,8 +131,14 @@ def bench_sum2(quick: bool) -> None:
     pair = MaskConfigPair.single(config)
     for k, n in cases:
         seeds = [os.urandom(32) for _ in range(k)]
-        one = median_time(partial(sum_masks, seeds, n, pair, threads=1), repeats)
-        many = median_time(partial(sum_masks, seeds, n, pair, threads=cores), repeats)
+        repeats = 3 if quick else (15 if n * k <= 5_000_000 else 5)
+        one, many = median_times(
+            [
+                partial(sum_masks, seeds, n, pair, threads=1),
+                partial(sum_masks, seeds, n, pair, threads=cores),
+            ],
+            repeats,
+        )
         print(
             row(
                 [
