@@ -36,6 +36,7 @@ from xaynet_sdk.codec.message import (
 from xaynet_sdk.codec.multipart import Reassembler
 from xaynet_sdk.mask.config import MaskConfig, MaskConfigPair
 from xaynet_sdk.mask.masking import Aggregation
+from xaynet_sdk.participant import ParticipantABC
 
 __all__ = [
     "FakeTransport",
@@ -378,3 +379,19 @@ def seed_for_roles(
         if all(role(s, params) == r for s, r in zip(secrets_, roles)):
             return seed
     raise AssertionError(f"no seed gives roles {roles} in {tries} tries")
+
+
+class Fixed(ParticipantABC):
+    """A participant whose training always yields the same local model."""
+
+    def __init__(self, model: list[float]) -> None:
+        self.model = model
+
+    def train_round(self, training_input: Optional[Any]) -> Any:
+        return self.model
+
+    def serialize_training_result(self, training_result: Any) -> Any:
+        return training_result
+
+    def deserialize_training_input(self, global_model: Any) -> Any:
+        return global_model

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import pytest
 
@@ -33,9 +33,10 @@ if str(TESTS_DIR) not in sys.path:
 
 from coordinator_fixtures import RawClient, RawParticipant  # noqa: E402
 from fault_servers import FaultProxy, LogCapture, message_kind  # noqa: E402
+from participant_fakes import Fixed  # noqa: E402
 from round_checks import contribution, match_subset  # noqa: E402
 
-from xaynet_sdk import InternalParticipant, ParticipantABC, spawn_participant  # noqa: E402
+from xaynet_sdk import InternalParticipant, spawn_participant  # noqa: E402
 from xaynet_sdk.codec.bincode import RoundParameters  # noqa: E402
 from xaynet_sdk.codec.crypto import SigningKeyPair, seal  # noqa: E402
 from xaynet_sdk.codec.message import ChunkPayload, Tag, encode_message  # noqa: E402
@@ -48,20 +49,6 @@ pytestmark = pytest.mark.timeout(120)
 MODEL_LENGTH = 4
 ATTACK_S = 10.0
 SEED = 7
-
-
-class Fixed(ParticipantABC):
-    def __init__(self, model: list[float]) -> None:
-        self.model = model
-
-    def train_round(self, training_input: Optional[Any]) -> Any:
-        return self.model
-
-    def serialize_training_result(self, training_result: Any) -> Any:
-        return training_result
-
-    def deserialize_training_input(self, global_model: Any) -> Any:
-        return global_model
 
 
 def settings() -> Settings:

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 import pytest
 
@@ -37,8 +37,9 @@ from fault_servers import (  # noqa: E402
     free_port,
     max_polls,
 )
+from participant_fakes import Fixed  # noqa: E402
 
-from xaynet_sdk import AsyncParticipant, InternalParticipant, ParticipantABC  # noqa: E402
+from xaynet_sdk import AsyncParticipant, InternalParticipant  # noqa: E402
 from xaynet_sdk.coordinator import LocalCoordinator, Phase, Settings  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,20 +73,6 @@ def settings(port: int = 0) -> Settings:
         max_sum2_time=3.0,
         bind_address=f"127.0.0.1:{port}",
     )
-
-
-class Fixed(ParticipantABC):
-    def __init__(self, model: list[float]) -> None:
-        self.model = model
-
-    def train_round(self, training_input: Optional[Any]) -> Any:
-        return self.model
-
-    def serialize_training_result(self, training_result: Any) -> Any:
-        return training_result
-
-    def deserialize_training_input(self, global_model: Any) -> Any:
-        return global_model
 
 
 Handle = Union[InternalParticipant, AsyncParticipant]

@@ -40,12 +40,12 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 from fault_servers import FaultProxy, LogCapture  # noqa: E402
+from participant_fakes import Fixed  # noqa: E402
 
 from xaynet_sdk import (  # noqa: E402
     AsyncParticipant,
     InternalParticipant,
     Participant,
-    ParticipantABC,
     spawn_async_participant,
     spawn_participant,
 )
@@ -65,20 +65,6 @@ MODEL_LENGTH = 8
 TIMEOUT = 2.0
 
 Handle = Union[AsyncParticipant, InternalParticipant]
-
-
-class Fixed(ParticipantABC):
-    def __init__(self, model: list[float]) -> None:
-        self.model = model
-
-    def train_round(self, training_input: Optional[Any]) -> Any:
-        return self.model
-
-    def serialize_training_result(self, training_result: Any) -> Any:
-        return training_result
-
-    def deserialize_training_input(self, global_model: Any) -> Any:
-        return global_model
 
 
 def settings() -> Settings:
