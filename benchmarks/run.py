@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from xaynet_sdk import _native
 from xaynet_sdk.mask.config import MaskConfig, MaskConfigPair
-from xaynet_sdk.mask.masking import mask_model, sum_masks
+from xaynet_sdk.mask.masking import mask_model, sum_masks, usable_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _rounds  # noqa: E402 - benchmarks/ is not a package
@@ -83,10 +83,29 @@ def row(cells: list[str], widths: list[int]) -> str:
 
 def bench_mask(quick: bool) -> None:
     sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
-    widths = [18, 9, 12, 14, 16, 7]
+    widths = [18, 9, 11, 14, 12, 10, 7, 9]
     load = CpuLoad()
+    cores = usable_cores()
     print("\n## Masking N weights (one update participant)")
-    print(row(["config", "N", "ours (ms)", "keystream MB", "limit (ms)", "ratio"], widths))
+    print(
+        "# ours: as mask_model runs by default (from 2^16 weights the draw is split over "
+        f"{cores} cores, same result); 1 thread: threads=1"
+    )
+    print(
+        row(
+            [
+                "config",
+                "N",
+                "ours (ms)",
+                "1 thread (ms)",
+                "keystream MB",
+                "limit (ms)",
+                "ratio",
+                "1 thread",
+            ],
+            widths,
+        )
+    )
     rng = np.random.default_rng(0)
     for name in CONFIGS:
         config = MaskConfig.from_name(name)
@@ -96,8 +115,12 @@ def bench_mask(quick: bool) -> None:
             seed = os.urandom(32)
             _, words = _native.draw(seed, 0, config, n + 1)  # unit + n weights: all draws
             repeats = 3 if quick else (21 if n <= 100_000 else 7)
-            ours, limit = median_times(
-                [partial(mask_model, seed, pair, 1.0, weights), keystream(seed, 4 * words)],
+            ours, single, limit = median_times(
+                [
+                    partial(mask_model, seed, pair, 1.0, weights),
+                    partial(mask_model, seed, pair, 1.0, weights, threads=1),
+                    keystream(seed, 4 * words),
+                ],
                 repeats,
             )
             print(
@@ -106,9 +129,11 @@ def bench_mask(quick: bool) -> None:
                         name,
                         f"{n:,}",
                         f"{ours * 1e3:.2f}",
+                        f"{single * 1e3:.2f}",
                         f"{4 * words / 1e6:.1f}",
                         f"{limit * 1e3:.2f}",
                         f"{ours / limit:.2f}",
+                        f"{single / limit:.2f}",
                     ],
                     widths,
                 )
@@ -122,7 +147,7 @@ def bench_sum2(quick: bool) -> None:
         if quick
         else [(10, 100_000), (50, 100_000), (10, 1_000_000), (50, 1_000_000)]
     )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     widths = [18, 4, 11, 14, 16, 8]
     load = CpuLoad()
     print(f"\n## Sum2: derive and aggregate K masks of N weights ({cores} cores)")

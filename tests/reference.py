@@ -21,6 +21,8 @@ import struct
 from fractions import Fraction
 from typing import Sequence, Tuple, Union
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
 from xaynet_sdk.mask.config import DataType, MaskConfig
 
 __all__ = [
@@ -155,10 +157,13 @@ class RefPrng:
     candidates read by ``generate_integer`` (both for the partial-word vectors).
     """
 
-    def __init__(self, seed: bytes) -> None:
+    def __init__(self, seed: bytes, openssl: bool = False) -> None:
+        """``openssl``: take the keystream from OpenSSL, an independent ChaCha20 checked
+        against ``chacha20_block`` in the tests, for models too long for the pure-Python one."""
         if len(seed) != 32:
             raise ValueError(f"a PRNG seed must be 32 bytes, got {len(seed)}")
         self._key = bytes(seed)
+        self._chunk = 4096 if openssl else 64
         self.word_pos = 0
         self.draws = 0
         self._cached_index = -1
@@ -169,14 +174,22 @@ class RefPrng:
         out = bytearray()
         pos, end = start, start + n
         while pos < end:
-            index, offset = divmod(pos, 64)
+            index, offset = divmod(pos, self._chunk)
             if index != self._cached_index:
-                self._cached_block = chacha20_block(self._key, index)
+                self._cached_block = self._block(index)
                 self._cached_index = index
-            take = min(64 - offset, end - pos)
+            take = min(self._chunk - offset, end - pos)
             out += self._cached_block[offset : offset + take]
             pos += take
         return bytes(out)
+
+    def _block(self, index: int) -> bytes:
+        if self._chunk == 64:
+            return chacha20_block(self._key, index)
+        # OpenSSL's 16-byte IV is state words 12..15: rand_chacha's 64-bit counter, stream 0
+        iv = struct.pack("<QQ", index * self._chunk // 64, 0)
+        encryptor = Cipher(algorithms.ChaCha20(self._key, iv), None).encryptor()
+        return encryptor.update(bytes(self._chunk))
 
     def fill_bytes(self, n: int) -> bytes:
         """The next ``n`` bytes; a partially used last word is discarded, never returned later.
@@ -304,6 +317,7 @@ def ref_mask(
     unit_cfg: MaskConfig,
     scalar: float,
     weights: Sequence[Fraction],
+    openssl: bool = False,
 ) -> MaskTuple:
     """``Masker::mask``: the masked model (vector, unit) of ``weights`` scaled by ``scalar`` (§9).
 
@@ -311,7 +325,7 @@ def ref_mask(
     ``[0, add_shift]`` of the UNIT config; each scaled weight is clamped to ``±add_shift`` of
     the vector config, shifted, scaled by ``exp_shift`` and truncated, all in exact rationals.
     """
-    prng = RefPrng(seed)
+    prng = RefPrng(seed, openssl)
     order_1 = unit_cfg.order
     rand_1 = prng.generate_integer(order_1)
 

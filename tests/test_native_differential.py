@@ -38,6 +38,7 @@ from reference import (  # noqa: E402
 )
 
 from xaynet_sdk import _native  # noqa: E402
+from xaynet_sdk.mask import masking  # noqa: E402
 from xaynet_sdk.mask.config import DataType, MaskConfig, MaskConfigPair, all_configs  # noqa: E402
 from xaynet_sdk.mask.masking import (  # noqa: E402
     Aggregation,
@@ -196,6 +197,161 @@ def test_every_config_masks_like_reference(config: MaskConfig) -> None:
     )
     got = mask_model(seed, pair, 1 / 3, array)
     assert (limbs_to_ints(got.vect.data), got.unit.value) == expected
+
+
+# The C core's eight-wide loops (the 12-byte candidate scan, the F64 encoder for two-limb
+# numbers) only run on long arrays, so these cases mask hundreds of weights.
+WIDE_CONFIGS = [
+    c for c in CONFIGS if 9 <= c.draw_bytes <= 12 or (c.data_type is DataType.F64 and c.limbs == 2)
+]
+WIDE_SCALARS = [1.0, 0.5, 2.0, 2.0**-20, 2.0**-1074, 1 / 3, 0.0, 100.0]
+
+
+def _long_weights(config: MaskConfig, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Normal weights at the scale of the bound, with the bound, its neighbours, zeros,
+    subnormals and huge values scattered in."""
+    dtype = np.dtype(config.data_type.numpy_dtype).type
+    if not config.data_type.is_float:
+        info = np.iinfo(dtype)
+        bound = min(int(config.add_shift), int(info.max))
+        values = rng.integers(-bound, bound, size=n, endpoint=True).astype(dtype)
+        special = [0, 1, -1, bound, -bound, info.max, info.min]
+    else:
+        finfo = np.finfo(dtype)
+        bound = min(float(config.add_shift), float(finfo.max))
+        top = float(finfo.max)
+        values = (np.clip(rng.standard_normal(n), -1.4, 1.4) * (0.7 * bound)).astype(dtype)
+        special = [0.0, -0.0, bound, -bound, float(finfo.smallest_subnormal), top]
+        with np.errstate(over="ignore"):
+            for b in (bound, -bound):
+                special += [np.nextafter(dtype(b), dtype(0)), np.nextafter(dtype(b), dtype(b) * 2)]
+        special = [x for x in special if math.isfinite(x)]
+        special += [bound * 2.0**-60, -bound * 2.0**-70, 1 / 3]
+    where = rng.integers(0, n, size=min(n, 3 * len(special)))
+    values[where] = rng.choice(np.array(special, dtype=dtype), size=len(where))
+    return values
+
+
+@SETTINGS
+@given(
+    seed=seeds,
+    config=st.sampled_from(WIDE_CONFIGS),
+    n=st.integers(8, 700),
+    scalar=st.sampled_from(WIDE_SCALARS),
+    rng_seed=st.integers(0, 2**32),
+)
+def test_long_models_mask_like_reference(
+    seed: bytes, config: MaskConfig, n: int, scalar: float, rng_seed: int
+) -> None:
+    array = _long_weights(config, np.random.default_rng(rng_seed), n)
+    exact = ref_from_primitives(array.tolist(), config.data_type)
+    expected = ref_mask(seed, config, config, scalar, exact, openssl=True)
+    got = mask_model(seed, MaskConfigPair.single(config), scalar, array)
+    assert (limbs_to_ints(got.vect.data), got.unit.value) == expected
+
+
+@SETTINGS
+@given(
+    seed=seeds,
+    config=st.sampled_from([c for c in CONFIGS if 9 <= c.draw_bytes <= 12]),
+    n=st.integers(0, 3000),
+    start=st.integers(0, 40),
+)
+def test_long_draws_match_reference(seed: bytes, config: MaskConfig, n: int, start: int) -> None:
+    prng = RefPrng(seed, openssl=True)
+    prng.word_pos = start
+    expected = [prng.generate_integer(config.order) for _ in range(n)]
+    got, word_pos = _native.draw(seed, start, config, n)
+    assert (limbs_to_ints(got) if n else [], word_pos) == (expected, prng.word_pos)
+
+
+@SETTINGS
+@given(
+    seed=seeds,
+    config=configs,
+    start=st.integers(0, 40),
+    limit=st.integers(0, 600),
+    n=st.integers(0, 300),
+)
+def test_draw_until_stops_before_the_end_word(
+    seed: bytes, config: MaskConfig, start: int, limit: int, n: int
+) -> None:
+    """The numbers of the candidates that start before end_word, at most n, and the word
+    after the last candidate read: what the two halves of a split masking rely on."""
+    stride = (config.draw_bytes + 3) // 4
+    end_word = start + limit
+    prng = RefPrng(seed, openssl=True)
+    prng.word_pos = start
+    expected = []
+    while len(expected) < n and prng.word_pos + stride <= end_word:  # candidate by candidate
+        candidate = int.from_bytes(prng.fill_bytes(config.draw_bytes), "little")
+        if candidate < config.order:
+            expected.append(candidate)
+    out = np.empty((n, config.limbs), dtype=np.uint64)
+    drawn, word_pos = _native.draw_until(seed, start, end_word, config, out)
+    assert (limbs_to_ints(out[:drawn]) if drawn else [], word_pos) == (expected, prng.word_pos)
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    seed=seeds,
+    config=configs,
+    scalar=st.sampled_from(WIDE_SCALARS),
+    rng_seed=st.integers(0, 2**32),
+)
+def test_encode_add_in_place_is_mask_vector(
+    data: st.DataObject, seed: bytes, config: MaskConfig, scalar: float, rng_seed: int
+) -> None:
+    n = data.draw(st.integers(0, 600))
+    weights = _long_weights(config, np.random.default_rng(rng_seed), max(n, 1))[:n]
+    pair = MaskConfigPair.single(config)
+    expected = mask_model(seed, pair, scalar, weights, threads=1)
+    r_unit, word_pos = _native.draw(seed, 0, config, 1)
+    numbers, _ = _native.draw(seed, word_pos, config, n)
+    mantissa, exponent = masking._dyadic(masking.clamp_scalar(scalar, config))
+    _native.encode_add(config, mantissa, exponent, weights, numbers, numbers)  # out is r
+    assert np.array_equal(numbers, expected.vect.data)
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    seed=seeds,
+    config=configs,
+    scalar=st.sampled_from(WIDE_SCALARS),
+    rng_seed=st.integers(0, 2**32),
+)
+def test_split_masking_is_sequential_masking(
+    data: st.DataObject, seed: bytes, config: MaskConfig, scalar: float, rng_seed: int
+) -> None:
+    """Masking on two threads gives the sequential result for every split: a good guess, a
+    first part that overruns the split, a gap too small for its numbers, empty parts."""
+    n = data.draw(st.integers(0, 800))
+    weights = _long_weights(config, np.random.default_rng(rng_seed), max(n, 1))[:n]
+    expected = mask_model(seed, MaskConfigPair.single(config), scalar, weights, threads=1)
+    split = (
+        data.draw(st.integers(0, 4 * n + 8)),
+        data.draw(st.integers(-5, n + 5)),
+        data.draw(st.integers(0, n + 5)),
+    )
+    mantissa, exponent = masking._dyadic(masking.clamp_scalar(scalar, config))
+    _, word_pos = _native.draw(seed, 0, config, 1)
+    got = masking._mask_vector_split(seed, word_pos, config, mantissa, exponent, weights, split)
+    assert np.array_equal(got, expected.vect.data)
+
+
+def test_long_models_mask_alike_on_one_and_two_threads() -> None:
+    """The public path, with the split guessed: a million weights, both benchmark configs."""
+    rng = np.random.default_rng(7)
+    for name in ("Integer/F64/B2/M6", "Prime/F32/B0/M3"):
+        config = MaskConfig.from_name(name)
+        weights = rng.standard_normal(masking.PARALLEL_MIN * 3 + 11)
+        weights = weights.astype(config.data_type.numpy_dtype)
+        pair = MaskConfigPair.single(config)
+        one = mask_model(b"\7" * 32, pair, 1.0, weights, threads=1)
+        two = mask_model(b"\7" * 32, pair, 1.0, weights, threads=2)
+        assert one.to_bytes() == two.to_bytes()
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

@@ -844,3 +844,16 @@ def test_unmask_validation() -> None:
     # an empty model never divides, even with a zero scalar sum
     shifted_1 = cfg.add_shift * cfg.exp_shift
     assert ref_unmask(([], shifted_1), ([], 0), 1, cfg, cfg) == []
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    key=st.binary(min_size=32, max_size=32),
+    start=st.integers(0, 5000),
+    sizes=st.lists(st.integers(1, 300), max_size=40),
+)
+def test_openssl_prng_reads_the_same_words(key: bytes, start: int, sizes: list[int]) -> None:
+    pure, fast = RefPrng(key), RefPrng(key, openssl=True)
+    pure.word_pos = fast.word_pos = start
+    assert [pure.fill_bytes(n) for n in sizes] == [fast.fill_bytes(n) for n in sizes]
+    assert pure.word_pos == fast.word_pos

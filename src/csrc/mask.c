@@ -48,16 +48,37 @@ typedef struct {
     xn_chacha chacha;
     size_t pos, len;         /* bytes of buf */
     uint64_t word_pos;       /* words consumed from the PRNG, accepted or not */
+    uint64_t end_word;       /* no candidate starts at or past this word */
+    int exhausted;           /* buf holds every byte before end_word */
     uint8_t buf[SAMPLER_CAP + 16];
 } sampler;
 
-static void sampler_init(sampler *s, const uint8_t *seed, uint64_t word_pos)
+/* Cuts buf at end_word (buf[pos] is word word_pos) and zeroes the 16 bytes after len. */
+static void sampler_clip(sampler *s)
+{
+    uint64_t room = s->end_word > s->word_pos ? s->end_word - s->word_pos : 0;
+    if (room <= (uint64_t)(s->len - s->pos) / 4) {
+        s->len = s->pos + (size_t)room * 4;
+        s->exhausted = 1;
+    }
+    memset(s->buf + s->len, 0, 16);
+}
+
+static void sampler_init_until(sampler *s, const uint8_t *seed, uint64_t word_pos,
+                               uint64_t end_word)
 {
     xn_chacha_init(&s->chacha, seed, word_pos / 16);
     s->len = xn_chacha_batch(&s->chacha, s->buf);
     s->pos = (size_t)(word_pos % 16) * 4;
     s->word_pos = word_pos;
-    memset(s->buf + s->len, 0, 16);
+    s->end_word = end_word;
+    s->exhausted = 0;
+    sampler_clip(s);
+}
+
+static void sampler_init(sampler *s, const uint8_t *seed, uint64_t word_pos)
+{
+    sampler_init_until(s, seed, word_pos, UINT64_MAX);
 }
 
 /* Moves the unread bytes (fewer than one candidate) to the front and appends keystream. */
@@ -70,7 +91,7 @@ static void sampler_refill(sampler *s)
     /* rest < XN_MAX_DRAW_BYTES, so at least two full batches always fit */
     while (s->len + XN_CHACHA_MAX_BATCH <= SAMPLER_CAP)
         s->len += xn_chacha_batch(&s->chacha, s->buf + s->len);
-    memset(s->buf + s->len, 0, 16);
+    sampler_clip(s);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -99,11 +120,71 @@ __attribute__((target("avx512f"))) static size_t scan8_avx512(const uint8_t *buf
     *pos = p;
     return got;
 }
+
+/* The same for candidates of 9 to 12 bytes (stride 12) and two-limb numbers: one byte
+ * permute over 128 bytes gathers the low eight bytes of eight candidates, another their
+ * high bytes (the bytes past draw_bytes zeroed), so eight 96-bit comparisons take a few
+ * instructions. The scalar loop spends a branchless step on each of the four candidates
+ * that one accepted number of Integer/F64/B2/M6 costs. Output: (low, high) limb pairs. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static size_t scan12_vbmi(
+    const uint8_t *buf, size_t *pos, size_t len, size_t k, uint64_t order_lo,
+    uint64_t order_hi, uint64_t *out, size_t want)
+{
+    /* byte 8i + j of a lane: byte j of candidate i (low part), byte 8 + j (high part) */
+    static const uint8_t ilo[64] = {
+        0,  1,  2,  3,  4,  5,  6,  7,  12, 13, 14, 15, 16, 17, 18, 19, 24, 25, 26, 27, 28, 29,
+        30, 31, 36, 37, 38, 39, 40, 41, 42, 43, 48, 49, 50, 51, 52, 53, 54, 55, 60, 61, 62, 63,
+        64, 65, 66, 67, 72, 73, 74, 75, 76, 77, 78, 79, 84, 85, 86, 87, 88, 89, 90, 91};
+    static const uint8_t ihi[64] = {
+        8,  9,  10, 11, 0, 0, 0, 0, 20, 21, 22, 23, 0, 0, 0, 0, 32, 33, 34, 35, 0, 0,
+        0,  0,  44, 45, 46, 47, 0, 0, 0,  0,  56, 57, 58, 59, 0, 0, 0, 0, 68, 69, 70, 71,
+        0,  0,  0,  0,  80, 81, 82, 83, 0, 0,  0,  0,  92, 93, 94, 95, 0, 0, 0, 0};
+    /* the high bytes below draw_bytes, in every lane */
+    const __mmask64 keep_hi = (__mmask64)(0x0101010101010101ULL * ((1ULL << (k - 8)) - 1));
+    size_t p = *pos, got = 0;
+    {
+        const __m512i vilo = _mm512_loadu_si512((const void *)ilo);
+        const __m512i vihi = _mm512_loadu_si512((const void *)ihi);
+        const __m512i ol = _mm512_set1_epi64((long long)order_lo);
+        const __m512i oh = _mm512_set1_epi64((long long)order_hi);
+        const __m512i first = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+        const __m512i second = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+        while (p + 128 <= len && want - got >= 8) {
+            __m512i a = _mm512_loadu_si512((const void *)(buf + p));
+            __m512i b = _mm512_loadu_si512((const void *)(buf + p + 64));
+            __m512i lo = _mm512_permutex2var_epi8(a, vilo, b);
+            __m512i hi = _mm512_maskz_permutex2var_epi8(keep_hi, a, vihi, b);
+            __mmask8 m = _mm512_cmplt_epu64_mask(hi, oh) |
+                         (_mm512_cmpeq_epu64_mask(hi, oh) & _mm512_cmplt_epu64_mask(lo, ol));
+            __m512i cl = _mm512_maskz_compress_epi64(m, lo);
+            __m512i ch = _mm512_maskz_compress_epi64(m, hi);
+            /* room for sixteen limbs: want - got >= 8 */
+            _mm512_storeu_si512((void *)(out + 2 * got), _mm512_permutex2var_epi64(cl, first, ch));
+            _mm512_storeu_si512((void *)(out + 2 * got + 8),
+                                _mm512_permutex2var_epi64(cl, second, ch));
+            got += (size_t)__builtin_popcount((unsigned)m);
+            p += 96;
+        }
+    }
+    *pos = p;
+    return got;
+}
+
+static int have_vbmi(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
+    }
+    return cached;
+}
 #endif
 
 /* Draws `want` numbers below the order into out (want * L limbs). Every candidate reads
- * draw_bytes bytes and consumes ceil(draw_bytes / 4) whole words (rand_core fill_bytes). */
-static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
+ * draw_bytes bytes and consumes ceil(draw_bytes / 4) whole words (rand_core fill_bytes).
+ * Returns how many it drew: fewer only when the candidates before end_word ran out. */
+static size_t sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
 {
     const size_t k = g->draw_bytes, L = g->limbs, ol = ORDER_LIMBS(g);
     const size_t stride = 4 * ((k + 3) / 4);
@@ -130,7 +211,10 @@ static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
             }
             s->word_pos += (uint64_t)((pos - start) / stride) * stride_words;
             s->pos = pos;
-            if (got < want) sampler_refill(s);
+            if (got < want) {
+                if (s->exhausted) break;
+                sampler_refill(s);
+            }
         }
     } else if (k <= 16) {
         const xn_u128 keep = k == 16 ? ~(xn_u128)0 : (((xn_u128)1 << (8 * k)) - 1);
@@ -140,6 +224,11 @@ static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
         while (got < want) {
             const uint8_t *buf = s->buf;
             size_t pos = s->pos, len = s->len, start = s->pos;
+#ifdef XN_HAVE_SCAN8_AVX512
+            if (stride == 12 && L == 2 && s->chacha.lanes == 16 && have_vbmi())
+                got += scan12_vbmi(buf, &pos, len, k, g->order[0], g->order[1], out + 2 * got,
+                                   want - got);
+#endif
             /* branchless: about a quarter of the candidates are accepted for some orders, too
                many for the branch predictor; store every candidate, advance on acceptance */
             while (pos + stride <= len && got < want) {
@@ -153,12 +242,19 @@ static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
             }
             s->word_pos += (uint64_t)((pos - start) / stride) * stride_words;
             s->pos = pos;
-            if (got < want) sampler_refill(s);
+            if (got < want) {
+                if (s->exhausted) break;
+                sampler_refill(s);
+            }
         }
     } else {
         uint64_t cand[XN_MAX_LIMBS + 1];
         while (got < want) {
-            if (s->len - s->pos < stride) sampler_refill(s);
+            if (s->len - s->pos < stride) {
+                if (s->exhausted) break;
+                sampler_refill(s);
+                if (s->len - s->pos < stride) break; /* exhausted by the refill */
+            }
             memset(cand, 0, sizeof(cand));
             memcpy(cand, s->buf + s->pos, k);
             s->pos += stride;
@@ -169,6 +265,7 @@ static void sample(sampler *s, const xn_group *g, uint64_t *out, size_t want)
             }
         }
     }
+    return got;
 }
 
 int xn_draw(const uint8_t *seed, uint64_t *word_pos, const xn_group *group, uint64_t *out,
@@ -577,125 +674,377 @@ static int have_avx512dq(void)
 }
 #endif
 
+/* Index of the first NaN or infinity among n weights (n if none): a pass the compiler
+ * vectorizes (an OR over blocks of exponent tests), then a search in the block that has one. */
+static size_t first_nonfinite(const void *weights, int dtype, size_t n)
+{
+    const size_t block = 1024;
+    const uint8_t *x = (const uint8_t *)weights;
+    size_t j, k;
+    if (dtype == XN_DTYPE_F64) {
+        const uint64_t inf = 0x7ffULL << 52;
+        for (j = 0; j < n; j += block) {
+            size_t end = n - j < block ? n : j + block;
+            uint64_t bad = 0, v;
+            for (k = j; k < end; k++) {
+                memcpy(&v, x + 8 * k, 8);
+                bad |= (uint64_t)((v & inf) == inf);
+            }
+            for (k = j; bad && k < end; k++) {
+                memcpy(&v, x + 8 * k, 8);
+                if ((v & inf) == inf) return k;
+            }
+        }
+    } else if (dtype == XN_DTYPE_F32) {
+        const uint32_t inf = 0xffu << 23;
+        for (j = 0; j < n; j += block) {
+            size_t end = n - j < block ? n : j + block;
+            uint32_t bad = 0, v;
+            for (k = j; k < end; k++) {
+                memcpy(&v, x + 4 * k, 4);
+                bad |= (uint32_t)((v & inf) == inf);
+            }
+            for (k = j; bad && k < end; k++) {
+                memcpy(&v, x + 4 * k, 4);
+                if ((v & inf) == inf) return k;
+            }
+        }
+    }
+    return n;
+}
+
+/* The u128 path of one weight: encode, add the random number r (L limbs), reduce. */
+static inline void mask_one_u128(const encoder *c, const void *weights, int dtype, size_t j,
+                                 uint64_t scalar_mantissa, int32_t scalar_exponent,
+                                 const uint64_t *r, xn_u128 order, uint64_t *out)
+{
+    const size_t L = c->g->limbs;
+    int neg = 0;
+    uint64_t wm = 0, shifted[XN_MAX_LIMBS];
+    int64_t we = 0;
+    xn_u128 m, v;
+    split_weight(weights, dtype, j, &neg, &wm, &we);
+    m = (xn_u128)scalar_mantissa * wm;
+    if (m == 0) {
+        v = c->ae;
+    } else if (!encode_fast(c, neg, m, we + scalar_exponent, &v)) {
+        encode_slow(c, neg, m, we + scalar_exponent, shifted);
+        v = to_u128(shifted, L);
+    }
+    v += to_u128(r, L);
+    if (v >= order) v -= order;
+    store_u128(out, v, L);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* F64 weights, two-limb numbers, a power-of-two scalar 2^se: eight weights per step.
+ *
+ * |w| * 2^se * E = m * e_odd * 2^s with E = e_odd * 2^e_twos. The 53-bit mantissa
+ * m = 2^52 + frac times e_odd < 2^52 is exact with IFMA's 52-bit multiplies: frac * e_odd in
+ * two halves, plus e_odd * 2^52 for the implicit bit. The 128-bit shift by s (either way)
+ * uses per-lane shifts, which give 0 for counts of 64 or more, so no count needs clamping.
+ * Clamping to [-A, A] is decided on the double itself: |w| * 2^se is exact unless it
+ * underflows (then far below A) or overflows (then infinite, above A), and A < 2^53 is
+ * exact. Unclamped, the product is at most A * E < 2^127, so the shift cannot overflow. */
+typedef struct {
+    uint64_t ae_lo, ae_hi, two_ae_lo, two_ae_hi, order_lo, order_hi, e_odd;
+    int64_t s_base; /* -1075 + se + e_twos: s = ef + (ef == 0) + s_base */
+    double a, scale;
+} f64_params;
+
+__attribute__((target("avx512f,avx512dq,avx512ifma"))) static size_t mask_f64_ifma(
+    const double *w, const uint64_t *r, uint64_t *out, size_t cnt, const f64_params *P)
+{
+    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1);
+    const __m512i c64 = _mm512_set1_epi64(64), c128 = _mm512_set1_epi64(128);
+    const __m512i exp_mask = _mm512_set1_epi64(0x7ff), frac_mask = _mm512_set1_epi64((1LL << 52) - 1);
+    const __m512i e_odd = _mm512_set1_epi64((long long)P->e_odd);
+    const __m512i s_base = _mm512_set1_epi64(P->s_base);
+    const __m512i ae_lo = _mm512_set1_epi64((long long)P->ae_lo);
+    const __m512i ae_hi = _mm512_set1_epi64((long long)P->ae_hi);
+    const __m512i two_ae_lo = _mm512_set1_epi64((long long)P->two_ae_lo);
+    const __m512i two_ae_hi = _mm512_set1_epi64((long long)P->two_ae_hi);
+    const __m512i o_lo = _mm512_set1_epi64((long long)P->order_lo);
+    const __m512i o_hi = _mm512_set1_epi64((long long)P->order_hi);
+    const __m512d a = _mm512_set1_pd(P->a), scale = _mm512_set1_pd(P->scale);
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i first = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+    const __m512i second = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+    size_t k;
+    for (k = 0; k + 8 <= cnt; k += 8) {
+        __m512d x = _mm512_loadu_pd(w + k);
+        __m512i bits = _mm512_castpd_si512(x);
+        __mmask8 neg = _mm512_movepi64_mask(bits);
+        __m512i ef = _mm512_and_si512(_mm512_srli_epi64(bits, 52), exp_mask);
+        __m512i frac = _mm512_and_si512(bits, frac_mask);
+        __mmask8 normal = _mm512_test_epi64_mask(ef, ef);
+        __mmask8 clamped = _mm512_cmp_pd_mask(_mm512_mul_pd(_mm512_abs_pd(x), scale), a,
+                                              _CMP_GT_OQ);
+        /* p = m * e_odd = p52 + ph * 2^52, as (lo, hi) */
+        __m512i p52 = _mm512_madd52lo_epu64(zero, frac, e_odd);
+        __m512i ph = _mm512_madd52hi_epu64(_mm512_maskz_mov_epi64(normal, e_odd), frac, e_odd);
+        __m512i lo = _mm512_or_si512(p52, _mm512_slli_epi64(ph, 52));
+        __m512i hi = _mm512_srli_epi64(ph, 12);
+        __m512i s = _mm512_add_epi64(_mm512_mask_add_epi64(ef, (__mmask8)~normal, ef, one), s_base);
+        __mmask8 left = _mm512_cmpge_epi64_mask(s, zero);
+        __m512i cl = _mm512_max_epi64(s, zero), cr = _mm512_max_epi64(_mm512_sub_epi64(zero, s), zero);
+        /* t = floor(p * 2^s), rem = whether that dropped nonzero bits */
+        __m512i tl_lo = _mm512_sllv_epi64(lo, cl);
+        __m512i tl_hi = _mm512_or_si512(
+            _mm512_or_si512(_mm512_sllv_epi64(hi, cl), _mm512_srlv_epi64(lo, _mm512_sub_epi64(c64, cl))),
+            _mm512_sllv_epi64(lo, _mm512_sub_epi64(cl, c64)));
+        __m512i tr_lo = _mm512_or_si512(
+            _mm512_or_si512(_mm512_srlv_epi64(lo, cr), _mm512_sllv_epi64(hi, _mm512_sub_epi64(c64, cr))),
+            _mm512_srlv_epi64(hi, _mm512_sub_epi64(cr, c64)));
+        __m512i tr_hi = _mm512_srlv_epi64(hi, cr);
+        __m512i dropped = _mm512_or_si512(_mm512_sllv_epi64(lo, _mm512_sub_epi64(c64, cr)),
+                                          _mm512_sllv_epi64(hi, _mm512_sub_epi64(c128, cr)));
+        __m512i t_lo, t_hi, v_lo, v_hi, d_lo, d_hi, x_lo, x_hi, rl, rh, ra, rb;
+        __mmask8 rem, carry, borrow, ge;
+        dropped = _mm512_mask_or_epi64(dropped, _mm512_cmpge_epu64_mask(cr, c64), dropped, lo);
+        dropped = _mm512_mask_or_epi64(dropped, _mm512_cmpge_epu64_mask(cr, c128), dropped, hi);
+        rem = _mm512_test_epi64_mask(dropped, dropped) & (__mmask8)~left;
+        t_lo = _mm512_mask_blend_epi64(left, tr_lo, tl_lo);
+        t_hi = _mm512_mask_blend_epi64(left, tr_hi, tl_hi);
+        /* positive: AE + t; negative: AE - t - rem */
+        v_lo = _mm512_add_epi64(ae_lo, t_lo);
+        carry = _mm512_cmplt_epu64_mask(v_lo, ae_lo);
+        v_hi = _mm512_mask_add_epi64(_mm512_add_epi64(ae_hi, t_hi), carry,
+                                     _mm512_add_epi64(ae_hi, t_hi), one);
+        d_lo = _mm512_sub_epi64(ae_lo, t_lo);
+        borrow = _mm512_cmplt_epu64_mask(ae_lo, t_lo);
+        d_hi = _mm512_mask_sub_epi64(_mm512_sub_epi64(ae_hi, t_hi), borrow,
+                                     _mm512_sub_epi64(ae_hi, t_hi), one);
+        borrow = rem & _mm512_cmpeq_epi64_mask(d_lo, zero);
+        d_lo = _mm512_mask_sub_epi64(d_lo, rem, d_lo, one);
+        d_hi = _mm512_mask_sub_epi64(d_hi, borrow, d_hi, one);
+        v_lo = _mm512_mask_blend_epi64(neg, v_lo, d_lo);
+        v_hi = _mm512_mask_blend_epi64(neg, v_hi, d_hi);
+        /* clamped: 2AE when positive, 0 when negative */
+        v_lo = _mm512_mask_mov_epi64(v_lo, clamped, _mm512_maskz_mov_epi64((__mmask8)~neg, two_ae_lo));
+        v_hi = _mm512_mask_mov_epi64(v_hi, clamped, _mm512_maskz_mov_epi64((__mmask8)~neg, two_ae_hi));
+        /* + r, reduced: r arrives as (lo, hi) pairs */
+        ra = _mm512_loadu_si512((const void *)(r + 2 * k));
+        rb = _mm512_loadu_si512((const void *)(r + 2 * k + 8));
+        rl = _mm512_permutex2var_epi64(ra, even, rb);
+        rh = _mm512_permutex2var_epi64(ra, odd, rb);
+        x_lo = _mm512_add_epi64(v_lo, rl);
+        carry = _mm512_cmplt_epu64_mask(x_lo, v_lo);
+        x_hi = _mm512_add_epi64(v_hi, rh);
+        x_hi = _mm512_mask_add_epi64(x_hi, carry, x_hi, one);
+        ge = _mm512_cmpgt_epu64_mask(x_hi, o_hi) |
+             (_mm512_cmpeq_epi64_mask(x_hi, o_hi) & _mm512_cmpge_epu64_mask(x_lo, o_lo));
+        borrow = ge & _mm512_cmplt_epu64_mask(x_lo, o_lo);
+        x_hi = _mm512_mask_sub_epi64(x_hi, ge, x_hi, o_hi);
+        x_hi = _mm512_mask_sub_epi64(x_hi, borrow, x_hi, one);
+        x_lo = _mm512_mask_sub_epi64(x_lo, ge, x_lo, o_lo);
+        _mm512_storeu_si512((void *)(out + 2 * k), _mm512_permutex2var_epi64(x_lo, first, x_hi));
+        _mm512_storeu_si512((void *)(out + 2 * k + 8), _mm512_permutex2var_epi64(x_lo, second, x_hi));
+    }
+    return k;
+}
+
+static int have_ifma(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = xn_lanes() == 16 && __builtin_cpu_supports("avx512ifma") &&
+                 __builtin_cpu_supports("avx512dq");
+    }
+    return cached;
+}
+#endif
+
+/* How one model's weights are encoded and added to their random numbers: the fastest path
+ * that is exact for this group, encoding, scalar and data type, chosen once per model. */
+enum { PATH_F32_U64, PATH_U64, PATH_U128, PATH_GENERAL };
+
+typedef struct {
+    encoder c;
+    const xn_group *g;
+    int dtype, path, wide;
+    uint64_t sm;
+    int32_t se;
+    xn_u128 order;
+    u64_params P64;
+    void (*f32_kernel)(const float *, const uint64_t *, uint64_t *, size_t, const u64_params *);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    f64_params P128;
+#endif
+} mask_plan;
+
+static int plan_init(mask_plan *pl, const xn_group *group, const xn_encoding *enc,
+                     uint64_t scalar_mantissa, int32_t scalar_exponent, int dtype)
+{
+    static const int weight_bits[4] = {24, 53, 31, 64}; /* mantissa bits per dtype */
+    encoder *c = &pl->c;
+    size_t sm_bits, L = group->limbs;
+    int rc = check_group(group);
+    if (rc != XN_OK) return rc;
+    if (dtype < XN_DTYPE_F32 || dtype > XN_DTYPE_I64) return XN_ERR_ARGUMENT;
+    if (scalar_mantissa > (1ULL << 53)) return XN_ERR_ARGUMENT;
+    memset(pl, 0, sizeof(*pl));
+    rc = encoder_init(c, group, enc);
+    if (rc != XN_OK) return rc;
+    pl->g = group;
+    pl->dtype = dtype;
+    pl->sm = scalar_mantissa;
+    pl->se = scalar_exponent;
+    sm_bits = scalar_mantissa ? 64 - (size_t)__builtin_clzll(scalar_mantissa) : 0;
+    if (L == 1 && ORDER_LIMBS(group) == 1 && group->order[0] < (1ULL << 63) && c->fast &&
+        c->two_ae < ((xn_u128)1 << 63) &&
+        sm_bits + (size_t)weight_bits[dtype] + c->e_bits <= 64) {
+        pl->path = dtype == XN_DTYPE_F32 ? PATH_F32_U64 : PATH_U64;
+        pl->P64.a = (uint64_t)c->a;
+        pl->P64.e_shift = (uint64_t)c->e;
+        pl->P64.ae = (uint64_t)c->ae;
+        pl->P64.two_ae = (uint64_t)c->two_ae;
+        pl->P64.order = group->order[0];
+        pl->P64.sm = scalar_mantissa;
+        pl->P64.se = scalar_exponent;
+        pl->f32_kernel = mask_f32_u64_generic;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        if (have_avx512dq()) pl->f32_kernel = mask_f32_u64_avx512;
+#endif
+        return XN_OK;
+    }
+    if (c->fast && L <= 2 && ORDER_LIMBS(group) == L && mp_bits(group->order, L) <= 127) {
+        /* every stored number and sum of two fits an unsigned __int128 */
+        pl->path = PATH_U128;
+        pl->order = to_u128(group->order, L);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        pl->wide = dtype == XN_DTYPE_F64 && L == 2 && scalar_mantissa == 1 && c->e_odd_ok &&
+                   c->e_odd < (1ULL << 52) && c->a < ((xn_u128)1 << 53) && have_ifma();
+        if (pl->wide) {
+            f64_params *P = &pl->P128;
+            P->ae_lo = (uint64_t)c->ae;
+            P->ae_hi = (uint64_t)(c->ae >> 64);
+            P->two_ae_lo = (uint64_t)c->two_ae;
+            P->two_ae_hi = (uint64_t)(c->two_ae >> 64);
+            P->order_lo = (uint64_t)pl->order;
+            P->order_hi = (uint64_t)(pl->order >> 64);
+            P->e_odd = c->e_odd;
+            P->s_base = -1075 + (int64_t)scalar_exponent + c->e_twos;
+            P->a = (double)(uint64_t)c->a;
+            P->scale = ldexp(1.0, scalar_exponent);
+        }
+#endif
+        return XN_OK;
+    }
+    pl->path = PATH_GENERAL;
+    return XN_OK;
+}
+
+/* out_k = (encode(s * w_{j+k}) + r_k) mod order for k < cnt (r and out: cnt numbers). */
+static void plan_run(const mask_plan *pl, const void *weights, size_t j, const uint64_t *r,
+                     uint64_t *out, size_t cnt)
+{
+    const encoder *c = &pl->c;
+    const size_t L = pl->g->limbs;
+    size_t k = 0;
+    switch (pl->path) {
+    case PATH_F32_U64:
+        pl->f32_kernel((const float *)weights + j, r, out, cnt, &pl->P64);
+        return;
+    case PATH_U64: {
+        const u64_params *P = &pl->P64;
+        for (k = 0; k < cnt; k++) {
+            int neg = 0;
+            uint64_t m = 0, v;
+            int64_t e = 0;
+            split_weight(weights, pl->dtype, j + k, &neg, &m, &e);
+            v = encode_u64(P->a, c->a_bits, P->e_shift, P->ae, P->two_ae, neg, m * P->sm,
+                           e + P->se) + r[k];
+            out[k] = v >= P->order ? v - P->order : v;
+        }
+        return;
+    }
+    case PATH_U128:
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        if (pl->wide) k = mask_f64_ifma((const double *)weights + j, r, out, cnt, &pl->P128);
+#endif
+        for (; k < cnt; k++)
+            mask_one_u128(c, weights, pl->dtype, j + k, pl->sm, pl->se, r + k * L, pl->order,
+                          out + k * L);
+        return;
+    default:
+        for (k = 0; k < cnt; k++) {
+            int neg = 0;
+            uint64_t m = 0, shifted[XN_MAX_LIMBS];
+            int64_t e = 0;
+            split_weight(weights, pl->dtype, j + k, &neg, &m, &e); /* finite: checked before */
+            encode(c, neg, pl->sm, pl->se, m, e, shifted);
+            add_mod_one(out + k * L, shifted, r + k * L, pl->g);
+        }
+    }
+}
+
 int xn_mask_vector(const uint8_t *seed, uint64_t *word_pos, const xn_group *group,
                    const xn_encoding *enc, uint64_t scalar_mantissa, int32_t scalar_exponent,
                    const void *weights, int dtype, size_t n, uint64_t *out, size_t *bad_index)
 {
     sampler s;
-    encoder c = {0};
-    uint64_t r[BATCH * XN_MAX_LIMBS], shifted[XN_MAX_LIMBS];
+    mask_plan pl;
+    uint64_t r[BATCH * XN_MAX_LIMBS];
     size_t j, L;
-    int rc = check_group(group);
+    int rc = plan_init(&pl, group, enc, scalar_mantissa, scalar_exponent, dtype);
     if (rc != XN_OK) return rc;
     if (seed == NULL || word_pos == NULL || ((weights == NULL || out == NULL) && n > 0))
         return XN_ERR_ARGUMENT;
-    if (dtype < XN_DTYPE_F32 || dtype > XN_DTYPE_I64) return XN_ERR_ARGUMENT;
-    if (scalar_mantissa > (1ULL << 53)) return XN_ERR_ARGUMENT;
-    rc = encoder_init(&c, group, enc);
-    if (rc != XN_OK) return rc;
-    L = group->limbs;
-
     /* Reject non-finite weights before drawing anything: no partial output. */
-    for (j = 0; j < n; j++) {
-        int neg;
-        uint64_t m;
-        int64_t e;
-        if (split_weight(weights, dtype, j, &neg, &m, &e) != XN_OK) {
-            if (bad_index) *bad_index = j;
-            return XN_ERR_NONFINITE;
-        }
+    j = first_nonfinite(weights, dtype, n);
+    if (j < n) {
+        if (bad_index) *bad_index = j;
+        return XN_ERR_NONFINITE;
     }
-    {
-        static const int weight_bits[4] = {24, 53, 31, 64}; /* mantissa bits per dtype */
-        size_t sm_bits = scalar_mantissa ? 64 - (size_t)__builtin_clzll(scalar_mantissa) : 0;
-        int u64path = L == 1 && ORDER_LIMBS(group) == 1 && group->order[0] < (1ULL << 63) &&
-                      c.fast && c.two_ae < ((xn_u128)1 << 63) &&
-                      sm_bits + (size_t)weight_bits[dtype] + c.e_bits <= 64;
-        if (u64path && dtype == XN_DTYPE_F32) {
-            void (*kernel)(const float *, const uint64_t *, uint64_t *, size_t,
-                           const u64_params *) = mask_f32_u64_generic;
-            u64_params P;
-            P.a = (uint64_t)c.a;
-            P.e_shift = (uint64_t)c.e;
-            P.ae = (uint64_t)c.ae;
-            P.two_ae = (uint64_t)c.two_ae;
-            P.order = group->order[0];
-            P.sm = scalar_mantissa;
-            P.se = scalar_exponent;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-            if (have_avx512dq()) kernel = mask_f32_u64_avx512;
-#endif
-            sampler_init(&s, seed, *word_pos);
-            for (j = 0; j < n; j += BATCH) {
-                size_t cnt = n - j < BATCH ? n - j : BATCH;
-                sample(&s, group, r, cnt);
-                kernel((const float *)weights + j, r, out + j, cnt, &P);
-            }
-            *word_pos = s.word_pos;
-            return XN_OK;
-        }
-        if (u64path) {
-            const uint64_t a = (uint64_t)c.a, es = (uint64_t)c.e, ae = (uint64_t)c.ae;
-            const uint64_t two_ae = (uint64_t)c.two_ae, order = group->order[0];
-            sampler_init(&s, seed, *word_pos);
-            for (j = 0; j < n; j += BATCH) {
-                size_t k, cnt = n - j < BATCH ? n - j : BATCH;
-                sample(&s, group, r, cnt);
-                for (k = 0; k < cnt; k++) {
-                    int neg = 0;
-                    uint64_t m = 0, v;
-                    int64_t e = 0;
-                    split_weight(weights, dtype, j + k, &neg, &m, &e);
-                    v = encode_u64(a, c.a_bits, es, ae, two_ae, neg, m * scalar_mantissa,
-                                   e + scalar_exponent) + r[k];
-                    out[j + k] = v >= order ? v - order : v;
-                }
-            }
-            *word_pos = s.word_pos;
-            return XN_OK;
-        }
-    }
-    if (c.fast && L <= 2 && ORDER_LIMBS(group) == L && mp_bits(group->order, L) <= 127) {
-        /* every stored number and sum of two fits an unsigned __int128 */
-        const xn_u128 order = to_u128(group->order, L);
-        sampler_init(&s, seed, *word_pos);
-        for (j = 0; j < n; j += BATCH) {
-            size_t k, cnt = n - j < BATCH ? n - j : BATCH;
-            sample(&s, group, r, cnt);
-            for (k = 0; k < cnt; k++) {
-                int neg = 0;
-                uint64_t wm = 0;
-                int64_t we = 0;
-                xn_u128 m, v;
-                split_weight(weights, dtype, j + k, &neg, &wm, &we);
-                m = (xn_u128)scalar_mantissa * wm;
-                if (m == 0) {
-                    v = c.ae;
-                } else if (!encode_fast(&c, neg, m, we + scalar_exponent, &v)) {
-                    encode_slow(&c, neg, m, we + scalar_exponent, shifted);
-                    v = to_u128(shifted, L);
-                }
-                v += to_u128(r + k * L, L);
-                if (v >= order) v -= order;
-                store_u128(out + (j + k) * L, v, L);
-            }
-        }
-        *word_pos = s.word_pos;
-        return XN_OK;
-    }
+    L = group->limbs;
     sampler_init(&s, seed, *word_pos);
     for (j = 0; j < n; j += BATCH) {
-        size_t k, cnt = n - j < BATCH ? n - j : BATCH;
+        size_t cnt = n - j < BATCH ? n - j : BATCH;
         sample(&s, group, r, cnt);
-        for (k = 0; k < cnt; k++) {
-            int neg = 0;
-            uint64_t m = 0;
-            int64_t e = 0;
-            split_weight(weights, dtype, j + k, &neg, &m, &e); /* finite: checked above */
-            encode(&c, neg, scalar_mantissa, scalar_exponent, m, e, shifted);
-            add_mod_one(out + (j + k) * L, shifted, r + k * L, group);
-        }
+        plan_run(&pl, weights, j, r, out + j * L, cnt);
     }
+    *word_pos = s.word_pos;
+    return XN_OK;
+}
+
+int xn_encode_add(const xn_group *group, const xn_encoding *enc, uint64_t scalar_mantissa,
+                  int32_t scalar_exponent, const void *weights, int dtype, size_t n,
+                  const uint64_t *r, uint64_t *out, size_t *bad_index)
+{
+    mask_plan pl;
+    uint64_t batch[BATCH * XN_MAX_LIMBS];
+    size_t j, L;
+    int rc = plan_init(&pl, group, enc, scalar_mantissa, scalar_exponent, dtype);
+    if (rc != XN_OK) return rc;
+    if ((weights == NULL || r == NULL || out == NULL) && n > 0) return XN_ERR_ARGUMENT;
+    j = first_nonfinite(weights, dtype, n);
+    if (j < n) {
+        if (bad_index) *bad_index = j;
+        return XN_ERR_NONFINITE;
+    }
+    L = group->limbs;
+    for (j = 0; j < n; j += BATCH) {
+        size_t cnt = n - j < BATCH ? n - j : BATCH;
+        /* a copy, so that out may be r: the kernels take their operands as restrict */
+        memcpy(batch, r + j * L, cnt * L * sizeof(uint64_t));
+        plan_run(&pl, weights, j, batch, out + j * L, cnt);
+    }
+    return XN_OK;
+}
+
+int xn_draw_until(const uint8_t *seed, uint64_t *word_pos, uint64_t end_word,
+                  const xn_group *group, uint64_t *out, size_t n, size_t *drawn)
+{
+    sampler s;
+    int rc = check_group(group);
+    if (rc != XN_OK) return rc;
+    if (seed == NULL || word_pos == NULL || drawn == NULL || (out == NULL && n > 0))
+        return XN_ERR_ARGUMENT;
+    sampler_init_until(&s, seed, *word_pos, end_word);
+    *drawn = n > 0 ? sample(&s, group, out, n) : 0;
     *word_pos = s.word_pos;
     return XN_OK;
 }

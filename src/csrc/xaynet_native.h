@@ -77,6 +77,20 @@ int xn_mask_vector(const uint8_t *seed, uint64_t *word_pos, const xn_group *grou
                    const xn_encoding *enc, uint64_t scalar_mantissa, int32_t scalar_exponent,
                    const void *weights, int dtype, size_t n, uint64_t *out, size_t *bad_index);
 
+/* xn_draw, but only from candidates that start before word end_word: draws until n numbers
+ * or until those candidates run out, and sets *drawn to how many it drew. *word_pos ends
+ * past the last candidate read. Lets two threads draw one sequence: one from the start up to
+ * a candidate's word, the other from that candidate on. */
+int xn_draw_until(const uint8_t *seed, uint64_t *word_pos, uint64_t end_word,
+                  const xn_group *group, uint64_t *out, size_t n, size_t *drawn);
+
+/* The second half of xn_mask_vector, for random numbers drawn beforehand:
+ * out_j = (encode(scalar * w_j) + r_j) mod order. r_j must be below the order; out may be r.
+ * Fails with XN_ERR_NONFINITE (and *bad_index set) on a NaN or infinite weight. */
+int xn_encode_add(const xn_group *group, const xn_encoding *enc, uint64_t scalar_mantissa,
+                  int32_t scalar_exponent, const void *weights, int dtype, size_t n,
+                  const uint64_t *r, uint64_t *out, size_t *bad_index);
+
 /* acc_j = (acc_j + x_j) mod order, for n numbers. Inputs must be below the order. */
 int xn_add_mod(uint64_t *acc, const uint64_t *x, size_t n, const xn_group *group);
 

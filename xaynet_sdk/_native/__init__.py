@@ -197,8 +197,9 @@ def mask_vector(
     scalar_mantissa: int,
     scalar_exponent: int,
     weights: npt.NDArray[Any],
+    out: "Limbs | None" = None,
 ) -> tuple[Limbs, int]:
-    """Encode and mask every weight; see ``xn_mask_vector`` in the header."""
+    """Encode and mask every weight (into ``out`` if given); see ``xn_mask_vector``."""
     code = _DTYPE_CODES.get(weights.dtype)
     if code is None or weights.ndim != 1 or not weights.flags.c_contiguous:
         raise TypeError("weights must be a 1-d C-contiguous float32/float64/int32/int64 array")
@@ -206,7 +207,10 @@ def mask_vector(
         raise ValueError("scalar mantissa out of range")
     n = int(weights.shape[0])
     native = _native(config)
-    out = np.empty((n, config.limbs), dtype=np.uint64)
+    if out is None:
+        out = np.empty((n, config.limbs), dtype=np.uint64)
+    elif out.shape != (n, config.limbs):
+        raise ValueError(f"{n} weights need {n} outputs")
     pos = ffi.new("uint64_t *", word_pos)
     bad = ffi.new("size_t *", 0)
     rc = lib.xn_mask_vector(
@@ -219,11 +223,70 @@ def mask_vector(
         ffi.from_buffer(weights),
         code,
         n,
-        ffi.from_buffer("uint64_t[]", out),
+        _vector(out, config, "out", writable=True),
         bad,
     )
     _check(rc, "masking", int(bad[0]) if rc == lib.XN_ERR_NONFINITE else None)
     return out, int(pos[0])
+
+
+def draw_until(
+    seed: bytes, word_pos: int, end_word: "int | None", config: MaskConfig, out: Limbs
+) -> tuple[int, int]:
+    """Draw into ``out`` (up to ``len(out)`` numbers) from the candidates that start before
+    ``end_word`` (None: no limit); how many were drawn and the new word position. See
+    ``xn_draw_until`` in the header."""
+    pos = ffi.new("uint64_t *", word_pos)
+    drawn = ffi.new("size_t *", 0)
+    end = 2**64 - 1 if end_word is None else end_word
+    _check(
+        lib.xn_draw_until(
+            _seed(seed),
+            pos,
+            end,
+            _native(config).group,
+            _vector(out, config, "out", writable=True),
+            out.shape[0],
+            drawn,
+        ),
+        "draw",
+    )
+    return int(drawn[0]), int(pos[0])
+
+
+def encode_add(
+    config: MaskConfig,
+    scalar_mantissa: int,
+    scalar_exponent: int,
+    weights: npt.NDArray[Any],
+    r: Limbs,
+    out: Limbs,
+) -> None:
+    """``out = (encode(scalar * weights) + r) mod order``; ``out`` may be ``r``. See
+    ``xn_encode_add`` in the header."""
+    code = _DTYPE_CODES.get(weights.dtype)
+    if code is None or weights.ndim != 1 or not weights.flags.c_contiguous:
+        raise TypeError("weights must be a 1-d C-contiguous float32/float64/int32/int64 array")
+    if not 0 <= scalar_mantissa <= 2**53:
+        raise ValueError("scalar mantissa out of range")
+    n = int(weights.shape[0])
+    if r.shape != (n, config.limbs) or out.shape != (n, config.limbs):
+        raise ValueError(f"{n} weights need {n} random numbers and {n} outputs")
+    native = _native(config)
+    bad = ffi.new("size_t *", 0)
+    rc = lib.xn_encode_add(
+        native.group,
+        native.encoding,
+        scalar_mantissa,
+        scalar_exponent,
+        ffi.from_buffer(weights),
+        code,
+        n,
+        _vector(r, config, "r"),
+        _vector(out, config, "out", writable=True),
+        bad,
+    )
+    _check(rc, "masking", int(bad[0]) if rc == lib.XN_ERR_NONFINITE else None)
 
 
 def add_mod(acc: Limbs, x: Limbs, config: MaskConfig) -> None:
