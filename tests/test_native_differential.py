@@ -341,17 +341,59 @@ def test_split_masking_is_sequential_masking(
     assert np.array_equal(got, expected.vect.data)
 
 
-def test_long_models_mask_alike_on_one_and_two_threads() -> None:
+@SETTINGS
+@given(
+    seed=seeds,
+    config=configs,
+    start=st.integers(0, 40),
+    limit=st.integers(0, 600),
+    n=st.integers(0, 300),
+)
+def test_draw_add_until_adds_what_draw_until_draws(
+    seed: bytes, config: MaskConfig, start: int, limit: int, n: int
+) -> None:
+    acc, _ = _native.draw(bytes(32), 0, config, n)  # some numbers below the order
+    numbers = np.empty((n, config.limbs), dtype=np.uint64)
+    expected_count, expected_end = _native.draw_until(seed, start, start + limit, config, numbers)
+    expected = acc.copy()
+    _native.add_mod(expected[:expected_count], numbers[:expected_count], config)
+    count, end = _native.draw_add_until(seed, start, start + limit, config, acc)
+    assert (count, end) == (expected_count, expected_end)
+    assert np.array_equal(acc, expected)
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    vect=configs,
+    k=st.sampled_from([1, 3, 5]),
+    n=st.integers(0, 700),
+)
+def test_odd_masks_summed_in_halves_are_summed_in_turn(
+    data: st.DataObject, vect: MaskConfig, k: int, n: int
+) -> None:
+    """Every split of the last mask: a good guess, none (0), past the end, in between."""
+    pair = MaskConfigPair.single(vect)
+    seed_list = [data.draw(seeds) for _ in range(k)]
+    expected = sum_masks(seed_list, n, pair, threads=1)
+    split = data.draw(st.one_of(st.integers(0, 4 * n + 8), st.just(0), st.just(10**6)))
+    got = masking._sum_masks_in_halves(seed_list, n, pair, split)
+    assert got == expected
+
+
+def test_long_models_and_masks_alike_on_one_and_two_threads() -> None:
     """The public path, with the split guessed: a million weights, both benchmark configs."""
     rng = np.random.default_rng(7)
     for name in ("Integer/F64/B2/M6", "Prime/F32/B0/M3"):
         config = MaskConfig.from_name(name)
-        weights = rng.standard_normal(masking.PARALLEL_MIN * 3 + 11)
-        weights = weights.astype(config.data_type.numpy_dtype)
+        n = masking.PARALLEL_MIN * 3 + 11
+        weights = rng.standard_normal(n).astype(config.data_type.numpy_dtype)
         pair = MaskConfigPair.single(config)
         one = mask_model(b"\7" * 32, pair, 1.0, weights, threads=1)
         two = mask_model(b"\7" * 32, pair, 1.0, weights, threads=2)
         assert one.to_bytes() == two.to_bytes()
+        seed_list = [bytes([i]) * 32 for i in range(3)]
+        assert sum_masks(seed_list, n, pair, threads=2) == sum_masks(seed_list, n, pair, threads=1)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

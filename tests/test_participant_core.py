@@ -81,12 +81,13 @@ def test_update_participant_request_order() -> None:
     assert _tick_and_record(p) == ["params"] and not p.made_progress()  # no model yet
     p.set_model([0.5, 1.0, -2.0, 3.0])
     assert not p.should_set_model()
-    for _ in range(4):  # load, mask, seed dict, compose
-        assert _tick_and_record(p) == ["params"] and p.made_progress()
+    # load, mask, seed dict, compose: local sub-steps, one tick (the original: four)
+    assert _tick_and_record(p) == ["params"] and p.made_progress()
+    assert p.phase == "Sending"
+    # the POST, then leaving the phase (local) in the same tick
     assert _tick_and_record(p) == ["params", "message"] and p.made_progress()
     assert coord.log.updates == [p.public_key]
-    assert _tick_and_record(p) == ["params"] and p.task() == Task.NONE
-    assert p.phase == "Awaiting"
+    assert p.task() == Task.NONE and p.phase == "Awaiting"
     assert _tick_and_record(p) == ["params"] and not p.made_progress()
 
 
@@ -95,17 +96,17 @@ def test_sum_participant_request_order() -> None:
     (p,) = _participants(coord, 1)
     _assign(coord, [p], ["sum"])
     assert _tick_and_record(p) == ["params"]  # new round
+    # the role, then composing the Sum message: local sub-steps, one tick
     assert _tick_and_record(p) == ["params"] and p.task() == Task.SUM
-    assert _tick_and_record(p) == ["params"]  # compose
-    assert _tick_and_record(p) == ["params", "message"]
-    assert _tick_and_record(p) == ["params"] and p.phase == "Sum2"
+    assert p.phase == "Sending"
+    # the POST, then on to Sum2 (local) in the same tick
+    assert _tick_and_record(p) == ["params", "message"] and p.phase == "Sum2"
     assert _tick_and_record(p) == ["params", "seeds"] and not p.made_progress()
     coord.advance(), coord.advance()
+    # the seed dict, then decrypt, aggregate, compose in the same tick (the original: four)
     assert _tick_and_record(p) == ["params", "seeds"] and p.made_progress()
-    for _ in range(3):  # decrypt, aggregate, compose
-        assert _tick_and_record(p) == ["params"]
-    assert _tick_and_record(p) == ["params", "message"]
-    assert _tick_and_record(p) == ["params"] and p.task() == Task.NONE
+    assert p.phase == "Sending"
+    assert _tick_and_record(p) == ["params", "message"] and p.task() == Task.NONE
     assert list(coord.log.sum2) == [p.public_key]
 
 
@@ -200,7 +201,8 @@ def test_transport_failures_never_raise_and_posts_resend_the_same_bytes() -> Non
         p.tick()
         assert not p.made_progress()
     _assign(coord, [p], ["sum"])
-    p.tick(), p.tick(), p.tick()
+    p.tick(), p.tick()  # the new round; the role and the composed Sum message
+    assert p.phase == "Sending"
     transport.fail["message"] = 2
     p.tick()
     p.tick()
@@ -282,7 +284,7 @@ def test_save_and_restore_mid_round_continues_the_round() -> None:
     coord = MiniCoordinator()
     ps = _participants(coord, 4)
     _assign(coord, ps, ["sum", "update", "update", "update"])
-    for _ in range(3):
+    for _ in range(2):  # the new round; the roles (and the sum participant's Sum message)
         for p in ps:
             p.tick()
     # The sum participant has composed its Sum message: save it and restore it elsewhere.

@@ -42,6 +42,8 @@ static inline void add_mod_one(uint64_t *out, const uint64_t *a, const uint64_t 
     if (carry || mp_cmp(out, L, g->order, ORDER_LIMBS(g)) >= 0) mp_sub(out, out, g->order, L);
 }
 
+static void add_mod_vec(uint64_t *acc, const uint64_t *x, size_t n, const xn_group *group);
+
 /* ---- the sampler: generate_integer over a buffered keystream ---------------------------- */
 
 typedef struct {
@@ -1045,6 +1047,30 @@ int xn_draw_until(const uint8_t *seed, uint64_t *word_pos, uint64_t end_word,
         return XN_ERR_ARGUMENT;
     sampler_init_until(&s, seed, *word_pos, end_word);
     *drawn = n > 0 ? sample(&s, group, out, n) : 0;
+    *word_pos = s.word_pos;
+    return XN_OK;
+}
+
+int xn_draw_add_until(const uint8_t *seed, uint64_t *word_pos, uint64_t end_word,
+                      const xn_group *group, uint64_t *acc, size_t n, size_t *drawn)
+{
+    sampler s;
+    uint64_t r[BATCH * XN_MAX_LIMBS];
+    size_t got = 0, L;
+    int rc = check_group(group);
+    if (rc != XN_OK) return rc;
+    if (seed == NULL || word_pos == NULL || drawn == NULL || (acc == NULL && n > 0))
+        return XN_ERR_ARGUMENT;
+    L = group->limbs;
+    sampler_init_until(&s, seed, *word_pos, end_word);
+    while (got < n) {
+        size_t want = n - got < BATCH ? n - got : BATCH;
+        size_t cnt = sample(&s, group, r, want);
+        add_mod_vec(acc + got * L, r, cnt, group);
+        got += cnt;
+        if (cnt < want) break; /* the candidates before end_word ran out */
+    }
+    *drawn = got;
     *word_pos = s.word_pos;
     return XN_OK;
 }

@@ -84,6 +84,11 @@ int xn_mask_vector(const uint8_t *seed, uint64_t *word_pos, const xn_group *grou
 int xn_draw_until(const uint8_t *seed, uint64_t *word_pos, uint64_t end_word,
                   const xn_group *group, uint64_t *out, size_t n, size_t *drawn);
 
+/* xn_draw_until, adding the numbers into acc (acc_j = (acc_j + r_j) mod order for the
+ * *drawn numbers) instead of storing them: one part of a mask split between two threads. */
+int xn_draw_add_until(const uint8_t *seed, uint64_t *word_pos, uint64_t end_word,
+                      const xn_group *group, uint64_t *acc, size_t n, size_t *drawn);
+
 /* The second half of xn_mask_vector, for random numbers drawn beforehand:
  * out_j = (encode(scalar * w_j) + r_j) mod order. r_j must be below the order; out may be r.
  * Fails with XN_ERR_NONFINITE (and *bad_index set) on a NaN or infinite weight. */

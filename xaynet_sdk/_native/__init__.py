@@ -254,6 +254,27 @@ def draw_until(
     return int(drawn[0]), int(pos[0])
 
 
+def draw_add_until(
+    seed: bytes, word_pos: int, end_word: int, config: MaskConfig, acc: Limbs
+) -> tuple[int, int]:
+    """``draw_until``, adding the numbers into ``acc`` (all below the order) instead."""
+    pos = ffi.new("uint64_t *", word_pos)
+    drawn = ffi.new("size_t *", 0)
+    _check(
+        lib.xn_draw_add_until(
+            _seed(seed),
+            pos,
+            end_word,
+            _native(config).group,
+            _vector(acc, config, "acc", writable=True),
+            acc.shape[0],
+            drawn,
+        ),
+        "draw",
+    )
+    return int(drawn[0]), int(pos[0])
+
+
 def encode_add(
     config: MaskConfig,
     scalar_mantissa: int,

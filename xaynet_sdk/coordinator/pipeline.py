@@ -162,7 +162,7 @@ class Pipeline:
         elif isinstance(payload, Sum2Payload):
             mask = payload.model_mask
             _validate_mask(current, mask)
-            self.state.accept_sum2(ticket, pk, payload, sha256(mask.to_bytes()))
+            self.state.accept_sum2(ticket, pk, payload, mask.digest())
         return ticket.phase
 
 
