@@ -386,16 +386,17 @@ def test_failed_post_resends_the_same_sealed_bytes() -> None:
     state, coordinator = _e2e_state()
     state = machine.step(machine.step(state).state).state
     first = machine.next_request(state)
-    assert isinstance(first, PostMessage)
+    assert isinstance(first, PostMessage) and machine.has_request(state)
     t = machine.step(state, Response(first, ok=False))
     assert not t.progress and t.state.phase.failed == first.body  # type: ignore[union-attr]
+    assert machine.has_request(t.state)
     again = machine.next_request(t.state)
     assert isinstance(again, PostMessage) and again.retry and again.body == first.body
     t = machine.step(t.state, Response(again, ok=False))
     assert not t.progress
     t = machine.step(t.state, Response(again, ok=True))
     assert t.progress and t.state.phase.failed is None and t.state.phase.next_index == 1  # type: ignore[union-attr]
-    assert machine.next_request(t.state) is None
+    assert machine.next_request(t.state) is None and not machine.has_request(t.state)
 
 
 def test_multipart_sending_splits_like_the_rust_participant() -> None:
@@ -411,6 +412,7 @@ def test_multipart_sending_splits_like_the_rust_participant() -> None:
     reassembler = Reassembler()
     bodies = []
     while (req := machine.next_request(state)) is not None:
+        assert machine.has_request(state)
         assert isinstance(req, PostMessage) and req.count == expected_chunks
         assert len(req.body) <= 500
         bodies.append(req.body)
@@ -419,7 +421,7 @@ def test_multipart_sending_splits_like_the_rust_participant() -> None:
         assert msg.payload.chunk_id == len(bodies) - 1
         done = reassembler.add(msg)
         state = machine.step(state, Response(req, ok=True)).state
-    assert len(bodies) == expected_chunks >= 2
+    assert len(bodies) == expected_chunks >= 2 and not machine.has_request(state)
     assert done is not None and done.payload == phase.data
     t = machine.step(state, None)
     assert isinstance(t.state.phase, Awaiting) and t.events == (Event.IDLE,)

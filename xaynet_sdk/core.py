@@ -242,7 +242,7 @@ class Participant:
                     return
                 state = self._state
                 try:
-                    if machine.next_request(state) is not None:
+                    if machine.has_request(state):
                         return
                 except Exception:  # noqa: BLE001 - the next tick reports it
                     return

@@ -6,11 +6,13 @@ what stays here is per-model: the scalar and the unit (one number each), and the
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import math
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
@@ -113,10 +115,15 @@ def mask_model(
 PARALLEL_MIN = 1 << 16
 
 
-def usable_cores() -> int:
+def usable_cores_set() -> "set[int]":
+    """The CPUs this thread may run on."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+def usable_cores() -> int:
+    return len(usable_cores_set())
 
 
 def _mask_vector_split(
@@ -194,26 +201,87 @@ def _mask_vector_split(
     return out
 
 
-_helpers: "tuple[int, ThreadPoolExecutor] | None" = None
+class _Helper:
+    """A kept thread that runs the tasks it is given; its thread id lets the caller keep it
+    off the caller's CPU (see :func:`_in_parallel`)."""
+
+    def __init__(self, name: str) -> None:
+        self.tasks: "queue.SimpleQueue[tuple[Callable[[], None], Future[None]]]" = (
+            queue.SimpleQueue()
+        )
+        self.cpus: "set[int] | None" = None
+        ready = threading.Event()
+        self.tid = 0
+
+        def run() -> None:
+            self.tid = threading.get_native_id()
+            ready.set()
+            while True:
+                task, done = self.tasks.get()
+                try:
+                    task()
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    done.set_exception(e)
+                else:
+                    done.set_result(None)
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+        ready.wait()
+
+    def submit(self, task: Callable[[], None]) -> "Future[None]":
+        done: Future[None] = Future()
+        self.tasks.put((task, done))
+        return done
+
+
+_helpers: "tuple[int, list[_Helper]]" = (0, [])
 _helpers_lock = threading.Lock()
+try:
+    _sched_getcpu: "Callable[[], int] | None" = ctypes.CDLL(None).sched_getcpu
+except (AttributeError, OSError, TypeError):  # not glibc/Linux
+    _sched_getcpu = None
+
+
+def _keep_off_this_cpu(helpers: "list[_Helper]") -> None:
+    """Let the helpers run on any usable CPU but this thread's.
+
+    On a 2-core machine Linux often wakes a helper on the CPU of the thread that woke it,
+    which goes on computing there, and moves it to the idle CPU only milliseconds later:
+    after a pause (a participant waiting for the next phase) two masks of 10^5 numbers then
+    took 9 to 11 ms on two threads, more than on one. The caller's own affinity is left
+    alone; this is Linux only, and any refusal is ignored."""
+    if _sched_getcpu is None or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        cpus = usable_cores_set() - {_sched_getcpu()}
+        if not cpus:
+            return
+        for helper in helpers:
+            if helper.cpus != cpus:
+                os.sched_setaffinity(helper.tid, cpus)
+                helper.cpus = cpus
+    except OSError:
+        pass
 
 
 def _in_parallel(tasks: "Sequence[Callable[[], None]]") -> None:
     """Run the first task on this thread and the others on kept helper threads; raise what
     any raised, once all are done (they share buffers).
 
-    Kept threads, because a new one costs: about 0.25 ms to start, and Linux first queues it
-    on the CPU of the thread that started it, behind the work that thread has begun there;
-    two fresh threads for two masks of 10^5 numbers took 9.5 ms, the caller and one kept
-    helper 5.5 ms."""
+    Kept threads, because a new one costs about 0.25 ms to start and, like a woken one,
+    first queues behind this thread on its CPU (see :func:`_keep_off_this_cpu`)."""
     global _helpers
-    others = []
+    others: "list[Future[None]]" = []
     if len(tasks) > 1:
         with _helpers_lock:
-            if _helpers is None or _helpers[0] != os.getpid():  # a forked child has none
-                _helpers = (os.getpid(), ThreadPoolExecutor(32, "xaynet_sdk.mask"))
+            if _helpers[0] != os.getpid():  # a forked child has no helper threads
+                _helpers = (os.getpid(), [])
             pool = _helpers[1]
-        others = [pool.submit(task) for task in tasks[1:]]
+            while len(pool) < len(tasks) - 1:
+                pool.append(_Helper(f"xaynet_sdk.mask-{len(pool) + 1}"))
+            helpers = pool[: len(tasks) - 1]
+            _keep_off_this_cpu(helpers)
+        others = [helper.submit(task) for helper, task in zip(helpers, tasks[1:])]
     try:
         tasks[0]()
     finally:

@@ -37,7 +37,15 @@ from .state import (
     dummy_round_parameters,
 )
 
-__all__ = ["entry_events", "new_state", "next_request", "on_params", "step", "with_local_model"]
+__all__ = [
+    "entry_events",
+    "has_request",
+    "new_state",
+    "next_request",
+    "on_params",
+    "step",
+    "with_local_model",
+]
 
 
 def new_state(
@@ -84,6 +92,13 @@ def next_request(state: ParticipantState) -> Optional[Request]:
     if isinstance(phase, Sending):
         return sending.request(state)
     return None
+
+
+def has_request(state: ParticipantState) -> bool:
+    """Whether :func:`next_request` has something (cheap: a message is not sealed for it)."""
+    if isinstance(state.phase, Sending):
+        return sending.has_request(state)
+    return next_request(state) is not None
 
 
 def step(state: ParticipantState, response: Optional[Response] = None) -> Transition:

@@ -26,7 +26,7 @@ from .state import (
     Transition,
 )
 
-__all__ = ["encoder", "request", "start_sending", "step"]
+__all__ = ["encoder", "has_request", "request", "start_sending", "step"]
 
 
 def start_sending(
@@ -57,6 +57,13 @@ def encoder(shared: SharedState, phase: Sending) -> MessageEncoder:
         phase.payload_size,
         phase.message_id,
     )
+
+
+def has_request(state: ParticipantState) -> bool:
+    """Whether :func:`request` has a POST, without signing and sealing it."""
+    phase = state.phase
+    assert isinstance(phase, Sending)
+    return phase.failed is not None or phase.next_index < len(encoder(state.shared, phase))
 
 
 def request(state: ParticipantState) -> Optional[PostMessage]:
