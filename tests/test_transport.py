@@ -374,3 +374,53 @@ def test_https_with_a_ca_bundle(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_environment_proxy_is_used_and_no_proxy_is_respected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The environment is read once, at construction, with the rules requests applies."""
+    proxy = RawServer(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    try:
+        via_proxy = Transport("http://coordinator.invalid:8081", timeout=5)
+        assert via_proxy.get_params() is None
+        (head,) = proxy.requests
+        assert head.split(b"\r\n")[0] == b"GET http://coordinator.invalid:8081/params HTTP/1.1"
+        monkeypatch.setenv("NO_PROXY", "coordinator.invalid")
+        direct = Transport("http://coordinator.invalid:8081", timeout=5)
+        with pytest.raises(ConnectFailed):
+            direct.get_params()  # straight to a host that does not resolve
+        assert len(proxy.requests) == 1
+    finally:
+        proxy.close()
+
+
+def test_requests_ca_bundle_applies_to_the_default_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, cert, key = _make_ca_and_server_cert(tmp_path)
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        reply(h, 200, b"tls params")
+
+    server = serve(handle)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    try:
+        assert Transport(url, timeout=5).get_params() == b"tls params"
+        other = tmp_path / "other"
+        other.mkdir()
+        other_ca, _, _ = _make_ca_and_server_cert(other)
+        # an explicit verify= wins over the environment
+        with pytest.raises(TlsError):
+            Transport(url, timeout=5, verify=str(other_ca)).get_params()
+    finally:
+        server.shutdown()
+        server.server_close()
