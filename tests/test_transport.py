@@ -353,8 +353,10 @@ def _make_ca_and_server_cert(tmp: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
-def test_https_with_a_ca_bundle(tmp_path: Path) -> None:
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTPS server answering 200 "tls params", with a certificate of a private CA: its URL
+    and the CA bundle."""
     ca, cert, key = _make_ca_and_server_cert(tmp_path)
 
     def handle(h: BaseHTTPRequestHandler) -> None:
@@ -364,16 +366,21 @@ def test_https_with_a_ca_bundle(tmp_path: Path) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    url = f"https://127.0.0.1:{server.server_address[1]}"
     try:
-        with pytest.raises(TlsError, match="CA bundle"):
-            Transport(url, timeout=5).get_params()  # the system trust store does not know it
-        assert Transport(url, timeout=5, verify=str(ca)).get_params() == b"tls params"
-        assert Transport(url.replace("127.0.0.1", "localhost"), verify=str(ca)).get_params()
-        assert Transport(url, timeout=5, verify=False).get_params() == b"tls params"
+        yield f"https://127.0.0.1:{server.server_address[1]}", ca
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_https_with_a_ca_bundle(tls_server: tuple[str, Path]) -> None:
+    url, ca = tls_server
+    with pytest.raises(TlsError, match="CA bundle"):
+        Transport(url, timeout=5).get_params()  # the system trust store does not know it
+    assert Transport(url, timeout=5, verify=str(ca)).get_params() == b"tls params"
+    assert Transport(url.replace("127.0.0.1", "localhost"), verify=str(ca)).get_params()
+    assert Transport(url, timeout=5, verify=False).get_params() == b"tls params"
 
 
 def test_the_environment_proxy_is_used_and_no_proxy_is_respected(
@@ -399,28 +406,14 @@ def test_the_environment_proxy_is_used_and_no_proxy_is_respected(
 
 
 def test_requests_ca_bundle_applies_to_the_default_verify(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tls_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ca, cert, key = _make_ca_and_server_cert(tmp_path)
-
-    def handle(h: BaseHTTPRequestHandler) -> None:
-        reply(h, 200, b"tls params")
-
-    server = serve(handle)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    url = f"https://127.0.0.1:{server.server_address[1]}"
+    url, ca = tls_server
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
-    try:
-        assert Transport(url, timeout=5).get_params() == b"tls params"
-        other = tmp_path / "other"
-        other.mkdir()
-        other_ca, _, _ = _make_ca_and_server_cert(other)
-        # an explicit verify= wins over the environment
-        with pytest.raises(TlsError):
-            Transport(url, timeout=5, verify=str(other_ca)).get_params()
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert Transport(url, timeout=5).get_params() == b"tls params"
+    other = tmp_path / "other"
+    other.mkdir()
+    other_ca, _, _ = _make_ca_and_server_cert(other)
+    with pytest.raises(TlsError):  # an explicit verify= wins over the environment
+        Transport(url, timeout=5, verify=str(other_ca)).get_params()

@@ -190,6 +190,16 @@ _DTYPE_CODES = {
 }
 
 
+def _weights(weights: npt.NDArray[Any], scalar_mantissa: int) -> tuple[int, int]:
+    """The dtype code and length of weights the C core takes, checked with the scalar."""
+    code = _DTYPE_CODES.get(weights.dtype)
+    if code is None or weights.ndim != 1 or not weights.flags.c_contiguous:
+        raise TypeError("weights must be a 1-d C-contiguous float32/float64/int32/int64 array")
+    if not 0 <= scalar_mantissa <= 2**53:
+        raise ValueError("scalar mantissa out of range")
+    return code, int(weights.shape[0])
+
+
 def mask_vector(
     seed: bytes,
     word_pos: int,
@@ -200,12 +210,7 @@ def mask_vector(
     out: "Limbs | None" = None,
 ) -> tuple[Limbs, int]:
     """Encode and mask every weight (into ``out`` if given); see ``xn_mask_vector``."""
-    code = _DTYPE_CODES.get(weights.dtype)
-    if code is None or weights.ndim != 1 or not weights.flags.c_contiguous:
-        raise TypeError("weights must be a 1-d C-contiguous float32/float64/int32/int64 array")
-    if not 0 <= scalar_mantissa <= 2**53:
-        raise ValueError("scalar mantissa out of range")
-    n = int(weights.shape[0])
+    code, n = _weights(weights, scalar_mantissa)
     native = _native(config)
     if out is None:
         out = np.empty((n, config.limbs), dtype=np.uint64)
@@ -236,42 +241,24 @@ def draw_until(
     """Draw into ``out`` (up to ``len(out)`` numbers) from the candidates that start before
     ``end_word`` (None: no limit); how many were drawn and the new word position. See
     ``xn_draw_until`` in the header."""
-    pos = ffi.new("uint64_t *", word_pos)
-    drawn = ffi.new("size_t *", 0)
-    end = 2**64 - 1 if end_word is None else end_word
-    _check(
-        lib.xn_draw_until(
-            _seed(seed),
-            pos,
-            end,
-            _native(config).group,
-            _vector(out, config, "out", writable=True),
-            out.shape[0],
-            drawn,
-        ),
-        "draw",
-    )
-    return int(drawn[0]), int(pos[0])
+    return _until(lib.xn_draw_until, seed, word_pos, end_word, config, out)
 
 
 def draw_add_until(
-    seed: bytes, word_pos: int, end_word: int, config: MaskConfig, acc: Limbs
+    seed: bytes, word_pos: int, end_word: "int | None", config: MaskConfig, acc: Limbs
 ) -> tuple[int, int]:
     """``draw_until``, adding the numbers into ``acc`` (all below the order) instead."""
+    return _until(lib.xn_draw_add_until, seed, word_pos, end_word, config, acc)
+
+
+def _until(
+    fn: Any, seed: bytes, word_pos: int, end_word: "int | None", config: MaskConfig, out: Limbs
+) -> tuple[int, int]:
     pos = ffi.new("uint64_t *", word_pos)
     drawn = ffi.new("size_t *", 0)
-    _check(
-        lib.xn_draw_add_until(
-            _seed(seed),
-            pos,
-            end_word,
-            _native(config).group,
-            _vector(acc, config, "acc", writable=True),
-            acc.shape[0],
-            drawn,
-        ),
-        "draw",
-    )
+    end = 2**64 - 1 if end_word is None else end_word
+    vector = _vector(out, config, "out", writable=True)
+    _check(fn(_seed(seed), pos, end, _native(config).group, vector, out.shape[0], drawn), "draw")
     return int(drawn[0]), int(pos[0])
 
 
@@ -285,12 +272,7 @@ def encode_add(
 ) -> None:
     """``out = (encode(scalar * weights) + r) mod order``; ``out`` may be ``r``. See
     ``xn_encode_add`` in the header."""
-    code = _DTYPE_CODES.get(weights.dtype)
-    if code is None or weights.ndim != 1 or not weights.flags.c_contiguous:
-        raise TypeError("weights must be a 1-d C-contiguous float32/float64/int32/int64 array")
-    if not 0 <= scalar_mantissa <= 2**53:
-        raise ValueError("scalar mantissa out of range")
-    n = int(weights.shape[0])
+    code, n = _weights(weights, scalar_mantissa)
     if r.shape != (n, config.limbs) or out.shape != (n, config.limbs):
         raise ValueError(f"{n} weights need {n} random numbers and {n} outputs")
     native = _native(config)
