@@ -157,6 +157,26 @@ def test_ambiguous_masks_fail_the_round(local_coordinator) -> None:  # type: ign
     assert coord.global_model is None
 
 
+def test_the_mask_with_most_votes_unmasks(local_coordinator) -> None:  # type: ignore[no-untyped-def]
+    """Three sum participants, one of them with a different (valid) mask: masks are counted
+    by value (two equal masks arrive as two distinct objects), and the majority's unmasks."""
+    coord = local_coordinator(raw_round_settings(min_sum_count=3, min_sum2_count=3))
+
+    def forge(ctx: RoundContext) -> None:
+        # two honest Sum2 messages are in; the last sum participant sends another mask
+        last = ctx.summers[-1]
+        n = ctx.params.model_length
+        other = MaskObject.from_ints(ctx.params.mask_config, [7] * n, 7)
+        ctx.sent["sum2"][-1] = last.sealed(
+            ctx.params, Sum2Payload(last.sum_signature(ctx.params), other)
+        )
+
+    run_round(coord, n_summers=3, hooks={"sum2": forge})  # checks the global model
+    assert coord.stats["accepted"]["Sum2"] == 3 and coord.stats["rejected"] == {}
+    (record,) = coord.history
+    assert record.completed
+
+
 def test_zero_scalars_fail_the_round_without_crashing(local_coordinator) -> None:  # type: ignore[no-untyped-def]
     """All scalars 0: the original coordinator panics (division by zero); here the round fails."""
     coord = local_coordinator(raw_round_settings())

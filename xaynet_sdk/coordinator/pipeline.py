@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 
-from ..codec.crypto import open_sealed, sha256, verify_sum_signature, verify_update_signature
+from ..codec.crypto import open_sealed, verify_sum_signature, verify_update_signature
 from ..codec.eligibility import is_eligible
 from ..codec.errors import (
     DecodeError,
@@ -67,7 +67,7 @@ class Pipeline:
 
     def handle(self, body: bytes) -> Outcome:
         """Run ``body`` through the pipeline; never raises (failures are counted and logged)."""
-        ticket = self.state.enter(sha256(body))
+        ticket = self.state.enter(sealed_box_id(body))
         try:
             phase = self._process(ticket, body)
         except Rejected as e:
@@ -162,8 +162,19 @@ class Pipeline:
         elif isinstance(payload, Sum2Payload):
             mask = payload.model_mask
             _validate_mask(current, mask)
-            self.state.accept_sum2(ticket, pk, payload, mask.digest())
+            self.state.accept_sum2(ticket, pk, payload)
         return ticket.phase
+
+
+def sealed_box_id(body: bytes) -> bytes:
+    """What identifies a sealed box for the replay filter: its first 48 bytes, the
+    ephemeral public key and the Poly1305 tag of the ciphertext.
+
+    The very same body has the same id. Another body with the same id has another ciphertext
+    under the same key and tag, so it does not decrypt (short of a Poly1305 forgery) and is
+    rejected anyway; and only accepted bodies are remembered. Hashing the whole body instead
+    cost 0.35 ms per 600 kB message."""
+    return bytes(body[:48])
 
 
 def _validate_task(

@@ -250,7 +250,7 @@ class RoundDriver:
         """The mask with the strictly highest count unmasks the aggregate (outside the lock)."""
         with self.state.lock:
             ranking = current.mask_counts.most_common(2)
-            masks = dict(current.masks)
+            masks = list(current.masks)
             aggregation = current.aggregation
         if not ranking:
             raise RoundFailed("no_mask", "no mask was submitted")

@@ -164,11 +164,13 @@ class Round:
         self.seed_cache: dict[bytes, bytes] = {}
         self.update_pks: set[bytes] = set()
         self.aggregation = Aggregation(settings.mask_config, settings.model_length)
-        self.mask_counts: Counter[bytes] = Counter()
-        self.masks: dict[bytes, MaskObject] = {}
+        #: the distinct Sum2 masks, and their votes by index in ``masks``
+        self.masks: list[MaskObject] = []
+        self.mask_counts: Counter[int] = Counter()
         self.sum2_pks: set[bytes] = set()
-        #: SHA-256 of every body accepted this round (whole messages and chunks): replays.
-        self.digests: set[bytes] = set()
+        #: the ids (see ``sealed_box_id``) of every body accepted this round, whole messages
+        #: and chunks: replays.
+        self.accepted_ids: set[bytes] = set()
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ class Ticket:
     phase: Phase
     accepting: bool
     replay: bool
-    digest: bytes
+    body_id: bytes
 
 
 class CoordinatorState:
@@ -338,7 +340,7 @@ class CoordinatorState:
         self._history.append(record)
 
     # -- the message side (request threads) --------------------------------------------------
-    def enter(self, digest: bytes) -> Ticket:
+    def enter(self, body_id: bytes) -> Ticket:
         """A ticket for a message whose body has just arrived (see the module docstring)."""
         with self.lock:
             current = self.round
@@ -349,7 +351,9 @@ class CoordinatorState:
             )
             if accepting:
                 current.inflight += 1
-            return Ticket(current, current.phase, accepting, digest in current.digests, digest)
+            return Ticket(
+                current, current.phase, accepting, body_id in current.accepted_ids, body_id
+            )
 
     def leave(self, ticket: Ticket) -> None:
         """Settle a ticket; the last one of a closing phase wakes the round thread."""
@@ -380,7 +384,7 @@ class CoordinatorState:
 
     def _accept(self, current: Round, ticket: Ticket) -> None:
         current.accepted[ticket.phase] += 1
-        current.digests.add(ticket.digest)
+        current.accepted_ids.add(ticket.body_id)
         self.cond.notify_all()
 
     def _check_room(self, current: Round, ticket: Ticket, maximum: int) -> None:
@@ -395,7 +399,7 @@ class CoordinatorState:
         with self.lock:
             self._current(ticket)
             rebuilt = self._reassembler.add(message)  # ReassemblyError is a DecodeError
-            ticket.round.digests.add(ticket.digest)
+            ticket.round.accepted_ids.add(ticket.body_id)
             return rebuilt
 
     def accept_sum(self, ticket: Ticket, pk: bytes, payload: SumPayload) -> None:
@@ -444,8 +448,13 @@ class CoordinatorState:
             aggregation.aggregate(payload.masked_model)
             self._accept(current, ticket)
 
-    def accept_sum2(self, ticket: Ticket, pk: bytes, payload: Sum2Payload, mask_key: bytes) -> None:
-        """Sum2: count one vote for the mask (by value, ``mask_key`` its digest)."""
+    def accept_sum2(self, ticket: Ticket, pk: bytes, payload: Sum2Payload) -> None:
+        """Sum2: count one vote for the mask, by value.
+
+        Masks are compared, not hashed: an honest round has one distinct mask, and comparing
+        two of 10^5 numbers costs a fifth of hashing one. Units first, which differ for
+        different masks but for crafted ones; there is one mask per sum participant at most."""
+        mask = payload.model_mask
         with self.lock:
             current = self._current(ticket)
             self._check_room(current, ticket, self.settings.pet.max_sum2_count)
@@ -454,6 +463,15 @@ class CoordinatorState:
             if pk in current.sum2_pks:
                 raise Rejected(Reason.DUPLICATE, "this sum participant already sent its mask")
             current.sum2_pks.add(pk)
-            current.mask_counts[mask_key] += 1
-            current.masks.setdefault(mask_key, payload.model_mask)
+            index = next(
+                (
+                    i
+                    for i, known in enumerate(current.masks)
+                    if known.unit == mask.unit and known.vect == mask.vect
+                ),
+                len(current.masks),
+            )
+            if index == len(current.masks):
+                current.masks.append(mask)
+            current.mask_counts[index] += 1
             self._accept(current, ticket)

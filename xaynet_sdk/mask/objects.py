@@ -9,7 +9,6 @@ per number) differs only by dropping the zero padding, so converting is a stride
 from __future__ import annotations
 
 import functools
-import hashlib
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -210,20 +209,6 @@ class MaskObject:
             MaskVect(configs.vect, ints_to_limbs(vect, configs.vect.limbs)),
             MaskUnit.from_int(configs.unit, unit),
         )
-
-    def digest(self) -> bytes:
-        """SHA-256 of the configurations and the numbers' limbs: equal exactly for equal
-        objects (a number below its order has one limb form), without serializing them,
-        which costs as much again. The coordinator counts Sum2 masks by it."""
-        h = hashlib.sha256()
-        for config, data in (
-            (self.vect.config, self.vect.data),
-            (self.unit.config, self.unit.data),
-        ):
-            h.update(config.to_bytes())
-            h.update(struct.pack(">Q", data.size))
-            h.update(np.ascontiguousarray(data, dtype=np.uint64).data)
-        return h.digest()
 
     def to_bytes(self) -> bytes:
         """``config ‖ count (u32 BE) ‖ elements`` then ``config ‖ unit`` (PROTOCOL.md section 7)."""
