@@ -406,6 +406,20 @@ def test_non_finite_weight_is_refused(bad: float, dtype: type) -> None:
     assert err.value.index == 1
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("where", [0, 5, -7])
+def test_non_finite_weight_index_in_a_long_model(threads: int, where: int) -> None:
+    """The index is the weight's in the model, whichever thread's part it falls in."""
+    config = MaskConfig.from_name("Integer/F64/B2/M6")
+    weights = np.zeros(masking.PARALLEL_MIN + 100)
+    weights[where] = math.nan
+    with pytest.raises(_native.NonFiniteWeight, match=f"at index {where % len(weights)}") as err:
+        mask_model(b"\1" * 32, MaskConfigPair.single(config), 1.0, weights, threads=threads)
+    assert err.value.index == where % len(weights)
+    assert _native.check_finite(np.zeros(3, dtype=np.float32)) is None
+    assert _native.check_finite(np.array([2**62], dtype=np.int64)) is None
+
+
 @SETTINGS
 @given(seed=seeds, vect=configs, n=st.integers(0, 16))
 def test_derive_mask_matches_reference(seed: bytes, vect: MaskConfig, n: int) -> None:

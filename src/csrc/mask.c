@@ -678,7 +678,7 @@ static int have_avx512dq(void)
 
 /* Index of the first NaN or infinity among n weights (n if none): a pass the compiler
  * vectorizes (an OR over blocks of exponent tests), then a search in the block that has one. */
-static size_t first_nonfinite(const void *weights, int dtype, size_t n)
+size_t xn_first_nonfinite(const void *weights, int dtype, size_t n)
 {
     const size_t block = 1024;
     const uint8_t *x = (const uint8_t *)weights;
@@ -996,7 +996,7 @@ int xn_mask_vector(const uint8_t *seed, uint64_t *word_pos, const xn_group *grou
     if (seed == NULL || word_pos == NULL || ((weights == NULL || out == NULL) && n > 0))
         return XN_ERR_ARGUMENT;
     /* Reject non-finite weights before drawing anything: no partial output. */
-    j = first_nonfinite(weights, dtype, n);
+    j = xn_first_nonfinite(weights, dtype, n);
     if (j < n) {
         if (bad_index) *bad_index = j;
         return XN_ERR_NONFINITE;
@@ -1022,7 +1022,7 @@ int xn_encode_add(const xn_group *group, const xn_encoding *enc, uint64_t scalar
     int rc = plan_init(&pl, group, enc, scalar_mantissa, scalar_exponent, dtype);
     if (rc != XN_OK) return rc;
     if ((weights == NULL || r == NULL || out == NULL) && n > 0) return XN_ERR_ARGUMENT;
-    j = first_nonfinite(weights, dtype, n);
+    j = xn_first_nonfinite(weights, dtype, n);
     if (j < n) {
         if (bad_index) *bad_index = j;
         return XN_ERR_NONFINITE;

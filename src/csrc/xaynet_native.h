@@ -89,6 +89,10 @@ int xn_draw_until(const uint8_t *seed, uint64_t *word_pos, uint64_t end_word,
 int xn_draw_add_until(const uint8_t *seed, uint64_t *word_pos, uint64_t end_word,
                       const xn_group *group, uint64_t *acc, size_t n, size_t *drawn);
 
+/* Index of the first NaN or infinite weight among n of `dtype` (n if none; integers are
+ * all finite): the check xn_mask_vector and xn_encode_add make first. */
+size_t xn_first_nonfinite(const void *weights, int dtype, size_t n);
+
 /* The second half of xn_mask_vector, for random numbers drawn beforehand:
  * out_j = (encode(scalar * w_j) + r_j) mod order. r_j must be below the order; out may be r.
  * Fails with XN_ERR_NONFINITE (and *bad_index set) on a NaN or infinite weight. */

@@ -200,6 +200,14 @@ def _weights(weights: npt.NDArray[Any], scalar_mantissa: int) -> tuple[int, int]
     return code, int(weights.shape[0])
 
 
+def check_finite(weights: npt.NDArray[Any]) -> None:
+    """Raise ``NonFiniteWeight`` (with its index) if a weight is NaN or infinite."""
+    code, n = _weights(weights, 0)
+    index = int(lib.xn_first_nonfinite(ffi.from_buffer(weights), code, n))
+    if index < n:
+        _check(lib.XN_ERR_NONFINITE, "masking", index)
+
+
 def mask_vector(
     seed: bytes,
     word_pos: int,

@@ -90,7 +90,8 @@ def mask_model(
     An array keeps its dtype (float32, float64, int32 or int64: each value is encoded exactly
     as it is); a list is converted to the configuration's data type first, as the original's
     ``set_model`` does (floats rounded to nearest for F32; out-of-range integers refused).
-    Long models use ``threads`` cores (default: the usable ones) with the same result.
+    From ``PARALLEL_MIN`` weights the draw is split over two threads if ``threads`` (default:
+    the usable cores) allows, with the same result.
     """
     if not isinstance(weights, np.ndarray):
         with np.errstate(over="ignore"):  # an overflow to inf is refused below, by name
@@ -148,6 +149,7 @@ def _mask_vector_split(
     room: 1 in 10^15), the rest is drawn in turn. ``split`` (candidate, low, gap room)
     overrides the guess, for tests.
     """
+    _native.check_finite(weights)  # here: the parts would report indices in their slices
     n = len(weights)
     stride_words = (config.draw_bytes + 3) // 4
     if split is None:
