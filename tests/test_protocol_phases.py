@@ -362,6 +362,35 @@ def test_update_masks_with_the_scalar_and_unmasks_to_the_weights() -> None:
     assert [float(w) for w in weights] == pytest.approx([1.5, -2.0, 99.0], abs=1e-12)
 
 
+@pytest.mark.parametrize(
+    "config,scalar,model,clamped",
+    [
+        ("Prime/F32/B0/M3", 1.0, [0.5, -1.0, 1.0, 0.0], 0),  # the bound itself is inside
+        ("Prime/F32/B0/M3", 1.0, [1.5, -1.01, 0.2, 3.0], 3),
+        ("Prime/F32/B0/M3", 0.25, [1.5, -3.9, 0.2, 4.5], 1),  # the scaled weights count
+        ("Integer/F64/B2/M6", 1.0, [150.0, -99.0, 1e300, 0.0], 2),
+        ("Prime/I32/B0/M3", 1.0, [2, -1, 0, 1], 1),
+        ("Prime/F32/Bmax/M3", 1.0, [3e38, -3e38, 0.0, 1.0], 0),
+    ],
+)
+def test_weights_beyond_the_bound_are_masked_as_it_and_logged(
+    config: str, scalar: float, model: list[float], clamped: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = _update_state(model_length=4, config=config)
+    state = replace(state, shared=replace(state.shared, scalar=scalar))
+    state = machine.step(state, Response(FetchSums(), body=encode_sum_dict({}))).state
+    dtype = state.round_params.mask_config.vect.data_type.numpy_dtype
+    state = machine.step(machine.with_local_model(state, np.array(model, dtype=dtype))).state
+    with caplog.at_level("WARNING", logger="xaynet_sdk"):
+        state = machine.step(state).state
+    warnings = [r.getMessage() for r in caplog.records if "beyond" in r.getMessage()]
+    if clamped:
+        (message,) = warnings
+        assert message.startswith(f"{clamped} of 4 weights") and config in message
+    else:
+        assert warnings == []
+
+
 def test_update_drops_a_cached_model_that_does_not_fit_the_round() -> None:
     state = _update_state(model_length=4)
     state = machine.step(state, Response(FetchSums(), body=encode_sum_dict({}))).state

@@ -28,6 +28,7 @@ __all__ = [
     "AggregationError",
     "AggregationErrorKind",
     "clamp_scalar",
+    "count_clamped",
     "derive_mask",
     "encode_unit",
     "mask_model",
@@ -51,6 +52,25 @@ def clamp_scalar(scalar: float, unit: MaskConfig) -> Fraction:
     else:
         s = Fraction(scalar)
     return min(max(s, Fraction(0)), Fraction(unit.add_shift))
+
+
+def count_clamped(weights: npt.NDArray[Any], scalar: Fraction, config: MaskConfig) -> int:
+    """How many of ``scalar * w`` lie beyond ``±add_shift`` and are masked as the bound.
+
+    The original clamps them without a word; a model then trains on a global model it cannot
+    see is wrong. Float arithmetic: a weight within a rounding error of the bound may be
+    counted either way, which a warning can afford."""
+    if scalar <= 0 or weights.size == 0:
+        return 0
+    limit = config.add_shift / scalar  # exact Fraction, then one rounding
+    if weights.dtype.kind in "iu":
+        info = np.iinfo(weights.dtype)
+        if limit >= max(-int(info.min), int(info.max)):
+            return 0
+        return int(np.count_nonzero(np.abs(weights.astype(np.float64)) > float(limit)))
+    if limit >= float(np.finfo(weights.dtype).max):
+        return 0
+    return int(np.count_nonzero(np.abs(weights) > float(limit)))
 
 
 def _dyadic(value: Fraction) -> tuple[int, int]:

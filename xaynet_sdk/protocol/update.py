@@ -24,7 +24,7 @@ from ..codec.bincode import decode_sum_dict
 from ..codec.crypto import seal
 from ..codec.errors import DecodeError
 from ..codec.message import UpdatePayload
-from ..mask.masking import mask_model
+from ..mask.masking import clamp_scalar, count_clamped, mask_model
 from .sending import start_sending
 from .state import (
     Event,
@@ -98,8 +98,23 @@ def _load_model(state: ParticipantState, phase: Update) -> Transition:
 
 def _mask_model(state: ParticipantState, phase: Update) -> Transition:
     assert phase.model is not None
+    configs = state.round_params.mask_config
+    clamped = count_clamped(
+        phase.model, clamp_scalar(state.shared.scalar, configs.unit), configs.vect
+    )
+    if clamped:
+        _log.warning(
+            "%d of %d weights (times the scalar) lie beyond ±%s, the bound of this round's"
+            " mask configuration %s: they are masked as the bound, as the original does, and"
+            " the global model will be off. Use a coordinator configuration with a larger"
+            " bound_type (B2: 100, B4: 10^4, B6: 10^6, Bmax)",
+            clamped,
+            len(phase.model),
+            configs.vect.add_shift,
+            configs.vect.name,
+        )
     seed = secrets.token_bytes(MASK_SEED_LENGTH)
-    masked = mask_model(seed, state.round_params.mask_config, state.shared.scalar, phase.model)
+    masked = mask_model(seed, configs, state.shared.scalar, phase.model)
     return Transition(replace(state, phase=replace(phase, model=None, mask=(seed, masked))), True)
 
 
