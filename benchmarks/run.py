@@ -88,7 +88,7 @@ def bench_mask(quick: bool) -> None:
     cores = usable_cores()
     print("\n## Masking N weights (one update participant)")
     print(
-        "# ours: as mask_model runs by default (from 2^16 weights the draw is split over "
+        "# ours: as mask_model runs by default (from 2^17 weights the draw is split over "
         f"{cores} cores, same result); 1 thread: threads=1"
     )
     print(

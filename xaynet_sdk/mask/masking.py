@@ -132,8 +132,9 @@ def mask_model(
     return MaskObject(MaskVect(vect_cfg, vect), MaskUnit.from_int(unit_cfg, unit))
 
 
-# Below this many weights a second thread costs more than it saves.
-PARALLEL_MIN = 1 << 16
+# Below this many weights a second thread saves nothing on the 2-core development VM
+# (10^5 weights: 0.86x to 1.04x, 1.5 * 10^5: 1.2x to 1.5x; benchmarks/run.py mask).
+PARALLEL_MIN = 1 << 17
 
 
 def usable_cores_set() -> "set[int]":
