@@ -1030,9 +1030,12 @@ int xn_encode_add(const xn_group *group, const xn_encoding *enc, uint64_t scalar
     L = group->limbs;
     for (j = 0; j < n; j += BATCH) {
         size_t cnt = n - j < BATCH ? n - j : BATCH;
-        /* a copy, so that out may be r: the kernels take their operands as restrict */
-        memcpy(batch, r + j * L, cnt * L * sizeof(uint64_t));
-        plan_run(&pl, weights, j, batch, out + j * L, cnt);
+        const uint64_t *rj = r + j * L;
+        if (r == out) { /* the kernels take their operands as restrict: copy when in place */
+            memcpy(batch, rj, cnt * L * sizeof(uint64_t));
+            rj = batch;
+        }
+        plan_run(&pl, weights, j, rj, out + j * L, cnt);
     }
     return XN_OK;
 }

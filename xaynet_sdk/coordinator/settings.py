@@ -485,37 +485,19 @@ def _validate(settings: Settings) -> None:
     pet = settings.pet
     min_update = 1 if settings.insecure_min_counts else MIN_UPDATE_COUNT
     problems = []
-    if pet.min_sum_count < MIN_SUM_COUNT:
-        problems.append(f"min_sum_count ({pet.min_sum_count}) must be at least {MIN_SUM_COUNT}")
-    if pet.min_sum_count > pet.max_sum_count:
-        problems.append(
-            f"min_sum_count ({pet.min_sum_count}) must not exceed max_sum_count"
-            f" ({pet.max_sum_count})"
-        )
-    if pet.min_update_count < min_update:
-        problems.append(f"min_update_count ({pet.min_update_count}) must be at least {min_update}")
-    if pet.min_update_count > pet.max_update_count:
-        problems.append(
-            f"min_update_count ({pet.min_update_count}) must not exceed max_update_count"
-            f" ({pet.max_update_count})"
-        )
-    if pet.min_sum2_count < MIN_SUM_COUNT:
-        problems.append(f"min_sum2_count ({pet.min_sum2_count}) must be at least {MIN_SUM_COUNT}")
-    if pet.min_sum2_count > pet.max_sum2_count:
-        problems.append(
-            f"min_sum2_count ({pet.min_sum2_count}) must not exceed max_sum2_count"
-            f" ({pet.max_sum2_count})"
-        )
-    if pet.min_sum2_count > pet.max_sum_count:
-        problems.append(
-            f"min_sum2_count ({pet.min_sum2_count}) must not exceed max_sum_count"
-            f" ({pet.max_sum_count})"
-        )
-    if pet.max_sum2_count > pet.max_sum_count:
-        problems.append(
-            f"max_sum2_count ({pet.max_sum2_count}) must not exceed max_sum_count"
-            f" ({pet.max_sum_count})"
-        )
+
+    def at_most(small: str, large: str) -> None:
+        low, high = getattr(pet, small), getattr(pet, large)
+        if low > high:
+            problems.append(f"{small} ({low}) must not exceed {large} ({high})")
+
+    for phase, minimum in (("sum", MIN_SUM_COUNT), ("update", min_update), ("sum2", MIN_SUM_COUNT)):
+        low = getattr(pet, f"min_{phase}_count")
+        if low < minimum:
+            problems.append(f"min_{phase}_count ({low}) must be at least {minimum}")
+        at_most(f"min_{phase}_count", f"max_{phase}_count")
+    at_most("min_sum2_count", "max_sum_count")
+    at_most("max_sum2_count", "max_sum_count")
     if problems:
         raise SettingsError(
             "validation failed: pet: invalid phase count range(s): " + "; ".join(problems)
