@@ -8,7 +8,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git -C "$repo" ls-files -z --cached --others --exclude-standard | (cd "$repo" && xargs -0 cp --parents -t "$work")
 cd "$work"
-export XAYNET_SPEC_DIR="${XAYNET_SPEC_DIR:-$repo/../shared/spec}"
+
 export XAYNET_NATIVE_CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 export XAYNET_NATIVE_LDFLAGS="-fsanitize=address,undefined"
 python3 setup.py -q build_ext --inplace >/dev/null

@@ -1,7 +1,7 @@
 """Test doubles for the participant: a byte-level mini coordinator, a fake transport, HTTP servers.
 
 :class:`MiniCoordinator` plays the coordinator's side of one round at a time, at the level of
-the REST bodies (PROTOCOL.md 2 and 13), with the phases advanced by the test (or
+the REST bodies (docs/PROTOCOL.md 2 and 13), with the phases advanced by the test (or
 automatically by counts): it opens sealed messages, checks signatures and the coordinator
 key, reassembles chunks, builds the sum and seed dictionaries, aggregates the masked models
 and unmasks them with the majority Sum2 mask. It does not check eligibility (tests choose

@@ -10,7 +10,7 @@ num-rational 0.3.2, rand_core 0.6.1, rand_chacha 0.3.0), never for speed:
   ``xaynet_sdk.mask.config`` (orders, shifts, byte sizes), which are checked against the spec
   tables by ``tests/test_reference.py``.
 
-Section numbers refer to ``PROTOCOL.md`` of the spec.
+Section numbers refer to ``docs/PROTOCOL.md`` of the spec.
 """
 
 from __future__ import annotations

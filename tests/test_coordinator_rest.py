@@ -1,6 +1,6 @@
 """The REST API of the local coordinator over real HTTP: routes, status codes, bodies, headers.
 
-The expected behaviour is the original's (warp 0.2.5, PROTOCOL.md section 2).
+The expected behaviour is the original's (warp 0.2.5, docs/PROTOCOL.md section 2).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Complete rounds for several configurations, the global model (exact fractions, ``GET /model``,
 ``.npy`` files), failing rounds (timeouts, ambiguous masks, zero scalars), participants that
-disappear, the phase-change races the original loses messages in (PROTOCOL.md section 13.3),
+disappear, the phase-change races the original loses messages in (docs/PROTOCOL.md section 13.3),
 and a clean stop.
 """
 

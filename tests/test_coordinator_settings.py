@@ -19,7 +19,7 @@ from xaynet_sdk.coordinator import Settings, SettingsError
 from xaynet_sdk.coordinator.settings import MIN_UPDATE_COUNT
 from xaynet_sdk.mask.config import MaskConfig
 
-# configs/config.toml of xaynet v0.11.0, as shipped (PROTOCOL.md section 13.1).
+# configs/config.toml of xaynet v0.11.0, as shipped (docs/PROTOCOL.md section 13.1).
 ORIGINAL_CONFIG = """\
 [log]
 filter = "xaynet=debug,http=warn,info"

@@ -1,6 +1,6 @@
 """The synchronous participant (``xaynet_sdk.core.Participant``) over a fake transport.
 
-Request order (PROTOCOL.md 1.4), flags and events (12.3), retries, round changes, the
+Request order (docs/PROTOCOL.md 1.4), flags and events (12.3), retries, round changes, the
 global model conversion (8.3), the local model (8.2), save and restore, and thread safety.
 """
 
@@ -188,7 +188,7 @@ def test_global_model_f32_values_are_the_originals() -> None:
     (p,) = _participants(coord, 1)
     p.tick()
     coord.model_body = encode_model([(1, 3), (3 * (2**24 + 1), 3), (3, 2**130)])
-    # PROTOCOL.md 8.3 consequences: f32(1/3), the unreduced ratio, a denominator that is inf.
+    # docs/PROTOCOL.md 8.3 consequences: f32(1/3), the unreduced ratio, a denominator that is inf.
     assert p.global_model() == [0.3333333432674408, 16777218.0, 0.0]
 
 

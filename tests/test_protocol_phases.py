@@ -1,7 +1,7 @@
 """Unit tests of the protocol state machine, one phase at a time (no I/O anywhere).
 
 Each test builds a ParticipantState, calls the pure step functions with crafted responses,
-and checks the next state, progress and events against PROTOCOL.md 1.4 and 12.2, and the
+and checks the next state, progress and events against docs/PROTOCOL.md 1.4 and 12.2, and the
 composed messages byte for byte against the wheel-captured vectors.
 """
 
@@ -340,7 +340,7 @@ def test_update_sub_steps_in_the_original_order() -> None:
     assert isinstance(t.state.phase, Sending) and t.state.phase.kind is SendingKind.UPDATE
     payload = UpdatePayload.from_bytes(t.state.phase.data)
     assert payload.masked_model == masked and set(payload.local_seed_dict) == set(sum_dict)
-    # 280 + n*b + b + 112*k (PROTOCOL.md 5.3)
+    # 280 + n*b + b + 112*k (docs/PROTOCOL.md 5.3)
     assert 136 + len(t.state.phase.data) == 280 + 4 * 6 + 6 + 112 * 2
 
 

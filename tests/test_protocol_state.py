@@ -1,5 +1,5 @@
 """The saved state (msgpack, versioned, validated), the original's bincode state, and the
-local model conversion of PROTOCOL.md 8.2."""
+local model conversion of docs/PROTOCOL.md 8.2."""
 
 from __future__ import annotations
 

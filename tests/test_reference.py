@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import struct
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, List, Tuple
 
 import pytest
-import spec_vectors
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,7 +45,7 @@ from reference import (
     ref_unmask,
     to_f32,
 )
-from spec_vectors import ENV_VAR, SpecNotFound, load_orders, load_vector
+from spec_vectors import VECTORS_DIR, load_orders, load_vector
 
 from xaynet_sdk.mask.config import DataType, MaskConfig, all_configs
 
@@ -75,18 +75,21 @@ def _float_from_json(v: Any) -> float:
 
 
 # =============================================================================================
-# spec location
+# vector location
 # =============================================================================================
 
 
-def test_spec_dir_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    missing = tmp_path / "no-spec-here"
-    monkeypatch.setattr(spec_vectors, "SPEC_DIR", missing)
-    with pytest.raises(SpecNotFound) as info:
-        load_vector("masking_wheel")
-    assert str(missing) in str(info.value) and ENV_VAR in str(info.value)
-    with pytest.raises(SpecNotFound):
-        load_orders()
+def test_every_data_file_the_protocol_names_is_in_the_repository() -> None:
+    protocol = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text("utf-8")
+    named = set(re.findall(r"vectors/([a-z0-9_]+\.json)", protocol)) | {"mask_orders.json"}
+    assert len(named) >= 10
+    missing = sorted(n for n in named if not (VECTORS_DIR / n).is_file())
+    assert not missing, f"docs/PROTOCOL.md names files that tests/vectors lacks: {missing}"
+
+
+def test_a_missing_vector_is_a_clear_error() -> None:
+    with pytest.raises(FileNotFoundError, match="no_such_vector.json"):
+        load_vector("no_such_vector")
 
 
 def test_load_vector_accepts_suffix() -> None:

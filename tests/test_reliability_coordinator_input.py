@@ -2,7 +2,7 @@
 
 * A global model whose weights have no value in the round's data type: the original's
   ``global_model()`` loops forever on an F32 ratio whose numerator and denominator both
-  exceed the f32 range (PROTOCOL.md 8.3). Here: ``GlobalModelDataTypeMisMatch`` at once,
+  exceed the f32 range (docs/PROTOCOL.md 8.3). Here: ``GlobalModelDataTypeMisMatch`` at once,
   and the threaded participants log it once and retry with the poll backoff.
 * Round parameters with a NaN probability: the original takes every poll for a new round
   (NaN never equals itself), so it resets its backoff and refetches the model on every poll.

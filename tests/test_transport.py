@@ -56,7 +56,7 @@ def test_url_joining_like_the_original(base: str, expected: str) -> None:
 def test_seeds_query_is_form_urlencoded_standard_base64() -> None:
     t = Transport("http://h:1/a?x=1")
     q = t.seeds_query(PK)
-    assert q == "pk=tW%2BfjJo0k3OhzvlD%2BxOryQpmfJvG8rmqCm9ERiPn9vc%3D"  # PROTOCOL.md 2
+    assert q == "pk=tW%2BfjJo0k3OhzvlD%2BxOryQpmfJvG8rmqCm9ERiPn9vc%3D"  # docs/PROTOCOL.md 2
     assert t.url("seeds", q) == f"http://h:1/a/seeds?x=1&{q}"
 
 

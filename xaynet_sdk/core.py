@@ -4,7 +4,7 @@
 ``xaynet_sdk.xaynet_sdk.Participant`` (the Rust participant behind PyO3): ``tick()``,
 ``set_model()``, ``made_progress()``, ``should_set_model()``, ``task()``,
 ``new_global_model()``, ``global_model()`` and ``save()``, with the same meaning, flags and
-exceptions (PROTOCOL.md 12.3 and 12.5). The threaded wrappers
+exceptions (docs/PROTOCOL.md 12.3 and 12.5). The threaded wrappers
 (:class:`~xaynet_sdk.participant.InternalParticipant`,
 :class:`~xaynet_sdk.async_participant.AsyncParticipant`) are built on it, as the original's
 are on the Rust one.
@@ -257,7 +257,7 @@ class Participant:
 
         Accepts a list (as the original), a tuple or a 1-d numpy array. Raises
         :class:`LocalModelLengthMisMatch` or :class:`LocalModelDataTypeMisMatch` with the
-        original's messages (PROTOCOL.md 8.2) followed by what to do, and ``TypeError`` for
+        original's messages (docs/PROTOCOL.md 8.2) followed by what to do, and ``TypeError`` for
         another kind of container.
         """
         with self._state_lock:
@@ -398,7 +398,7 @@ class Participant:
             return None
         if math.isnan(params.sum) or math.isnan(params.update):
             # NaN never equals itself: taken as is, every poll would start a new round (the
-            # original does that, PROTOCOL.md 12.4), resetting the backoff each time.
+            # original does that, docs/PROTOCOL.md 12.4), resetting the backoff each time.
             self._log_once(
                 "params nan",
                 f"the coordinator sent round parameters with a NaN task probability (sum"

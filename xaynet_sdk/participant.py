@@ -9,7 +9,7 @@ round started (or the last fetch failed) and calls ``deserialize_training_input`
 ``serialize_training_result`` and hands the result to the protocol. ``stop()`` returns the
 saved state, which ``spawn_participant(..., state=...)`` resumes.
 
-Fixed here (PROTOCOL.md 12.6): ``kwargs`` reach the constructor as keyword arguments; an
+Fixed here (docs/PROTOCOL.md 12.6): ``kwargs`` reach the constructor as keyword arguments; an
 exception in the constructor reaches the caller of ``spawn_participant``; a local model that
 is refused (length or data type) does not make ``train_round`` run again on every tick, only
 in the next round; exceptions in callbacks are logged with their traceback and do not kill

@@ -1,5 +1,5 @@
 /* mask.c: rejection sampling of mask numbers, fixed-point encoding of weights, masking,
- * modular vector arithmetic and mask derivation (PROTOCOL.md sections 9 to 11).
+ * modular vector arithmetic and mask derivation (docs/PROTOCOL.md sections 9 to 11).
  *
  * The original allocates a big integer per weight; here every number is a fixed number of
  * 64-bit limbs, and the common configurations (every constant below 2^127) take an

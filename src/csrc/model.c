@@ -1,5 +1,5 @@
 /* model.c: the global model from its bincode form (Vec<Ratio<BigInt>>) to primitives, the
- * way the original participant converts it (PROTOCOL.md sections 3.2, 3.5 and 8.3).
+ * way the original participant converts it (docs/PROTOCOL.md sections 3.2, 3.5 and 8.3).
  *
  * Ratios are taken as sent: not reduced, signs as they are. Where the original's loop
  * would never end (a quotient that is not finite) this returns XN_ERR_DIVERGES instead.

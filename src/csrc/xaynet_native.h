@@ -41,7 +41,7 @@ extern "C" {
 #define XN_DTYPE_I32 2
 #define XN_DTYPE_I64 3
 
-/* A group order and how candidates are drawn for it (PROTOCOL.md section 10.3). */
+/* A group order and how candidates are drawn for it (docs/PROTOCOL.md section 10.3). */
 typedef struct {
     const uint64_t *order;  /* (draw_bytes + 7) / 8 limbs: one more than `limbs` when the
                                order is 2^(64*limbs), a power of two just above the storage */
@@ -49,7 +49,7 @@ typedef struct {
     size_t draw_bytes;      /* candidate length = byte length of the order, 1..XN_MAX_DRAW_BYTES */
 } xn_group;
 
-/* Fixed-point encoding constants of one mask configuration (PROTOCOL.md section 9). */
+/* Fixed-point encoding constants of one mask configuration (docs/PROTOCOL.md section 9). */
 typedef struct {
     const uint64_t *add_shift;     /* A, add_shift_limbs limbs */
     size_t add_shift_limbs;
@@ -128,7 +128,7 @@ int xn_unmask_to_bincode(const uint64_t *x, size_t n, size_t limbs, const uint64
                          uint8_t *out, size_t capacity, size_t *written);
 
 /* Parses a bincode Vec<Ratio<BigInt>> (the global model) and converts every weight to
- * `dtype` the way the original participant does (PROTOCOL.md section 8.3), except that
+ * `dtype` the way the original participant does (docs/PROTOCOL.md section 8.3), except that
  * where the original would loop forever this returns XN_ERR_DIVERGES. `out` holds
  * `capacity` values of dtype; *count receives the model length. On a conversion error
  * *bad_index names the weight. `scratch` needs scratch_words >= len / 4 + 8 words. */

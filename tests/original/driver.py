@@ -7,7 +7,7 @@ removes the repository from ``sys.path`` and refuses to run (exit 3) unless
 ``xaynet_sdk`` resolves to a file inside the running venv.
 
 It ticks the raw ``xaynet_sdk.xaynet_sdk.Participant`` in the same order as
-the original ``InternalParticipant._tick`` (PROTOCOL.md §12.6): tick, fetch the
+the original ``InternalParticipant._tick`` (docs/PROTOCOL.md §12.6): tick, fetch the
 global model when ``new_global_model()`` (or the last fetch failed), set the
 local model when ``should_set_model()``, then back off 0.1 s after progress or
 0.1·1.2^n s (capped at 10 s) without.

@@ -1,4 +1,4 @@
-"""The codec layer: bytes in, typed values out, and back (PROTOCOL.md sections 3 to 5).
+"""The codec layer: bytes in, typed values out, and back (docs/PROTOCOL.md sections 3 to 5).
 
 Pure functions and small value types over ``bytes``: no I/O, no threads, no global state.
 Malformed input from a peer raises :class:`DecodeError` (or a subclass); values that cannot

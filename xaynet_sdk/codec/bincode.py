@@ -1,4 +1,4 @@
-"""The subset of bincode 1.3.1 that Xaynet v0.11 puts on the wire (PROTOCOL.md section 3).
+"""The subset of bincode 1.3.1 that Xaynet v0.11 puts on the wire (docs/PROTOCOL.md section 3).
 
 bincode as used by the original (``bincode::serialize``/``deserialize``) means:
 little-endian fixed-width integers, ``usize`` as u64, ``f64`` as its IEEE bit pattern,
@@ -58,7 +58,7 @@ BytesLike = Union[bytes, bytearray, memoryview]
 #: Length of the bincode ``RoundParameters`` (the body of ``GET /params``).
 ROUND_PARAMETERS_LENGTH = 136
 
-#: Key and value sizes of the dictionaries (PROTOCOL.md sections 3.4 and 4).
+#: Key and value sizes of the dictionaries (docs/PROTOCOL.md sections 3.4 and 4).
 PUBLIC_KEY_LENGTH = 32
 ENCRYPTED_SEED_LENGTH = 80
 ROUND_SEED_LENGTH = 32
@@ -278,7 +278,7 @@ def _as_bytes(value: object, length: int, what: str) -> bytes:
 
 @dataclass(frozen=True, eq=False)
 class RoundParameters:
-    """The parameters the coordinator publishes for a round (PROTOCOL.md section 3.3).
+    """The parameters the coordinator publishes for a round (docs/PROTOCOL.md section 3.3).
 
     Equality follows Rust's derived ``PartialEq``: the floats compare *numerically*, so
     ``-0.0 == 0.0`` and a NaN probability never equals anything, not even the same object.

@@ -1,4 +1,4 @@
-"""Typed wrappers over PyNaCl (libsodium) for the primitives of PROTOCOL.md section 4.
+"""Typed wrappers over PyNaCl (libsodium) for the primitives of docs/PROTOCOL.md section 4.
 
 The original uses sodiumoxide 0.2.6 on libsodium 1.0.18; PyNaCl calls the same libsodium
 functions, so keys, signatures and sealed boxes interoperate byte for byte:

@@ -1,4 +1,4 @@
-"""Task eligibility from a task signature (PROTOCOL.md section 4.5).
+"""Task eligibility from a task signature (docs/PROTOCOL.md section 4.5).
 
 A participant is eligible for a task with probability ``p`` iff
 ``SHA256(signature) / (2**256 - 1) <= p``, where the digest is read as a *little-endian*

@@ -13,7 +13,7 @@ The split matters to the layers above:
 
 Messages name the field and the byte counts (for example
 ``"round parameters truncated: need 136 bytes, have 40"``) because the typical reader of
-these errors is someone comparing a hex dump with PROTOCOL.md.
+these errors is someone comparing a hex dump with docs/PROTOCOL.md.
 """
 
 from __future__ import annotations

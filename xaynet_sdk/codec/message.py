@@ -1,6 +1,6 @@
 """PET messages: the signed plaintext header, the payloads, and the LocalSeedDict (section 5).
 
-Layout of a plaintext message (PROTOCOL.md section 5.2)::
+Layout of a plaintext message (docs/PROTOCOL.md section 5.2)::
 
     [0:64)    Ed25519 signature over [64:length)
     [64:96)   participant public signing key

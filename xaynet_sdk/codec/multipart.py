@@ -1,6 +1,6 @@
 """Multipart messages: splitting a payload into chunks (participant) and reassembly (coordinator).
 
-Sending (PROTOCOL.md section 5.6). ``max_message_size`` bounds the *sealed* size of every
+Sending (docs/PROTOCOL.md section 5.6). ``max_message_size`` bounds the *sealed* size of every
 POST body, so the largest payload one message can carry is
 ``max_payload_size = max_message_size - 136 (header) - 48 (sealed box)``. A longer payload
 is cut into chunks of ``max_payload_size - 8`` data bytes (8 = chunk header), numbered

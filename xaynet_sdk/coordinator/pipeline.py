@@ -1,6 +1,6 @@
 """The message pipeline: from a POSTed body to an accepted (or rejected) PET message.
 
-The order is the original's (PROTOCOL.md section 13.3), each step cheaper than the next so
+The order is the original's (docs/PROTOCOL.md section 13.3), each step cheaper than the next so
 that garbage is dropped early:
 
 1. replay filter (an extension: the same bytes as an already accepted message),

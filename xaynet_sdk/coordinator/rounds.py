@@ -1,6 +1,6 @@
 """The round thread: phase timing, the unmask, publishing, and the next round.
 
-Each of Sum, Update and Sum2 follows the original's timing (PROTOCOL.md section 13.2): the
+Each of Sum, Update and Sum2 follows the original's timing (docs/PROTOCOL.md section 13.2): the
 phase takes messages for at least ``min_time``; after that it ends as soon as it has
 ``min_count`` accepted messages, or fails at ``max_time``. The thread sleeps on the state's
 condition, which every accepted message notifies, so a phase ends the moment its count is met

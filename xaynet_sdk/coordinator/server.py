@@ -1,6 +1,6 @@
 """The REST API of the original coordinator, on the standard library's threading HTTP server.
 
-Routes, status codes and bodies are those of the original (warp 0.2.5, PROTOCOL.md section 2):
+Routes, status codes and bodies are those of the original (warp 0.2.5, docs/PROTOCOL.md section 2):
 
 =================  ==========================================================================
 ``POST /message``  200, empty body, after the message went through the pipeline, whatever

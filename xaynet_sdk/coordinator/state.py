@@ -12,7 +12,7 @@ Three properties matter and are why the code looks the way it does:
   the Update phase, and the seed dict with the Sum2 phase. A participant can only build an
   Update (Sum2) message after reading the published dictionary, so its message can never meet
   the previous phase. The original publishes first and changes phase a moment later, and drops
-  messages that arrive in between (PROTOCOL.md section 13.3).
+  messages that arrive in between (docs/PROTOCOL.md section 13.3).
 * **No message lost at a phase end.** Every POST takes a :class:`Ticket` when its body has
   arrived; a phase that ends (by count or by time) first stops issuing tickets for itself, then
   waits until the tickets already issued are settled. A message that arrived while its phase
@@ -58,7 +58,7 @@ _HISTORY = 1000
 
 
 def derive_round_seed(prev_seed: bytes, keys: EncryptKeyPair, sum_: float, update: float) -> bytes:
-    """The next round seed, as the original's Idle phase derives it (PROTOCOL.md section 4.6).
+    """The next round seed, as the original's Idle phase derives it (docs/PROTOCOL.md section 4.6).
 
     The new round's X25519 *secret* key is used as an Ed25519 seed; the seed is the SHA-256 of
     that key's signature over ``prev_seed ‖ f64_le(sum) ‖ f64_le(update)``. Participants never

@@ -1,8 +1,8 @@
 """The 240 group orders of the v0.11 mask configurations.
 
-Transcribed from the original catalogue (``shared/spec/mask_orders.json``); the values are
+Transcribed from the original catalogue (``tests/vectors/mask_orders.json``); the values are
 constants of the protocol, not derived, because a few entries deviate from any formula
-(PROTOCOL.md section 6.4). ``tests/test_mask_config.py`` checks this table against the spec file.
+(docs/PROTOCOL.md section 6.4). ``tests/test_mask_vectors.py`` checks this table against that file.
 """
 
 ORDERS: dict[str, int] = {

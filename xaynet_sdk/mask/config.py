@@ -214,7 +214,7 @@ class MaskConfig:
     def draw_bytes(self) -> int:
         """Bytes of one rejection-sampling candidate: from the order itself, not ``order - 1``.
 
-        The two differ for the nine power-of-two orders ``2**(8m)`` (PROTOCOL.md section 10.3).
+        The two differ for the nine power-of-two orders ``2**(8m)`` (docs/PROTOCOL.md section 10.3).
         """
         return (self.order.bit_length() + 7) // 8
 

@@ -1,4 +1,4 @@
-"""Masking, mask derivation, aggregation and unmasking (PROTOCOL.md sections 9 and 11).
+"""Masking, mask derivation, aggregation and unmasking (docs/PROTOCOL.md sections 9 and 11).
 
 Pure functions over seeds, arrays and mask objects. The per-weight work runs in the C core;
 what stays here is per-model: the scalar and the unit (one number each), and the checks.
@@ -453,7 +453,7 @@ class Aggregation:
         return self._object
 
     def validate(self, obj: MaskObject) -> None:
-        """Raise ``AggregationError`` if ``obj`` cannot be aggregated (PROTOCOL.md 11.2)."""
+        """Raise ``AggregationError`` if ``obj`` cannot be aggregated (docs/PROTOCOL.md 11.2)."""
         if obj.vect.config != self.configs.vect:
             raise AggregationError(AggregationErrorKind.MODEL_MISMATCH, "vector configuration")
         if obj.unit.config != self.configs.unit:

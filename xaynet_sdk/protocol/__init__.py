@@ -4,7 +4,7 @@
 * one module per phase: :mod:`.new_round`, :mod:`.awaiting`, :mod:`.sum`, :mod:`.update`,
   :mod:`.sum2`, :mod:`.sending`;
 * :mod:`.machine`: the tick structure (params check, then one phase step);
-* :mod:`.local_model`: user values to the round's data type and back (PROTOCOL.md 8.2);
+* :mod:`.local_model`: user values to the round's data type and back (docs/PROTOCOL.md 8.2);
 * :mod:`.saved`: the versioned msgpack saved state; :mod:`.original_state` reads the
   original participant's bincode state.
 """

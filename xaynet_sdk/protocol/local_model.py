@@ -1,4 +1,4 @@
-"""The local model from user values to the round's data type (PROTOCOL.md 8.2), and back.
+"""The local model from user values to the round's data type (docs/PROTOCOL.md 8.2), and back.
 
 ``set_model`` in the original takes a Python ``list`` and converts each element as PyO3
 does: ``PyFloat_AsDouble`` for F32/F64 (anything with ``__float__`` or ``__index__``; F32 is

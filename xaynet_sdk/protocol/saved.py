@@ -22,7 +22,7 @@ nil)}. Dictionaries are lists of ``[key, value]`` byte pairs, mask objects their
 participant: store it like a password.
 
 :func:`load_state` also accepts a state saved by the ORIGINAL participant (bincode,
-PROTOCOL.md 12.7), so a live participant can be migrated; see :mod:`.original_state`.
+docs/PROTOCOL.md 12.7), so a live participant can be migrated; see :mod:`.original_state`.
 """
 
 from __future__ import annotations

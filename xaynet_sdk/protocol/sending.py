@@ -1,4 +1,4 @@
-"""Sending: one POST per tick, whole message or chunk by chunk (PROTOCOL.md 5.6, 12.2).
+"""Sending: one POST per tick, whole message or chunk by chunk (docs/PROTOCOL.md 5.6, 12.2).
 
 Each message (or chunk) is signed, sealed to the round's coordinator key and POSTed. A
 failed POST keeps its *sealed* bytes and resends exactly those on the next tick (sealing is

@@ -6,7 +6,7 @@ takes a :class:`ParticipantState` plus what was fetched for it and returns a
 layer above turns into flags (``task``, ``should_set_model``, ``new_global_model``).
 The steps never do I/O; they say what they need next with a :class:`Request`.
 
-The phases follow the original Rust state machine (xaynet-sdk v0.11.0, PROTOCOL.md 12.2):
+The phases follow the original Rust state machine (xaynet-sdk v0.11.0, docs/PROTOCOL.md 12.2):
 NewRound, Awaiting, Sum, Update, Sum2 and the three Sending phases (one dataclass here,
 :class:`Sending`, with its :class:`SendingKind`).
 """
@@ -201,7 +201,7 @@ class ParticipantState:
 
 
 class Event(enum.Enum):
-    """What the original's ``Notify`` reports; see PROTOCOL.md 12.3 for their effect."""
+    """What the original's ``Notify`` reports; see docs/PROTOCOL.md 12.3 for their effect."""
 
     NEW_ROUND = "new_round"
     SUM = "sum"

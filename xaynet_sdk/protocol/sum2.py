@@ -1,6 +1,6 @@
 """Sum2: fetch the encrypted mask seeds, decrypt them, aggregate their masks, compose.
 
-One sub-step per tick, each one progress (PROTOCOL.md 1.4, 11.2, 12.2):
+One sub-step per tick, each one progress (docs/PROTOCOL.md 1.4, 11.2, 12.2):
 
 1. ``GET /seeds?pk=<own pk>`` until 200 (204, errors and undecodable bodies: no progress);
 2. open every sealed seed with the ephemeral key pair; any failure ends the task

@@ -1,6 +1,6 @@
 """Update: fetch the sum dict, take the local model, mask it, seal the seed, compose.
 
-One sub-step per tick, each one progress (PROTOCOL.md 1.4 and 12.2):
+One sub-step per tick, each one progress (docs/PROTOCOL.md 1.4 and 12.2):
 
 1. ``GET /sums`` until 200 (204, errors and undecodable bodies: no progress);
 2. take the model out of the store (none yet: no progress);
