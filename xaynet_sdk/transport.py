@@ -1,4 +1,4 @@
-"""HTTP(S) to the coordinator's REST API (docs/PROTOCOL.md section 2), with timeouts and TLS options.
+"""HTTP(S) to the coordinator's REST API (docs/PROTOCOL.md 2), with timeouts and TLS options.
 
 What the original participant does on the wire, and what this module keeps:
 

@@ -1,4 +1,5 @@
-"""The global model from the wire (bincode ``Vec<Ratio<BigInt>>``) to numbers (docs/PROTOCOL.md 8.3).
+"""The global model from the wire (bincode ``Vec<Ratio<BigInt>>``) to numbers
+(docs/PROTOCOL.md 8.3).
 
 The coordinator encodes exact fractions with ``codec.bincode.encode_model``; a participant
 converts them to the round's data type the way the original does, in C, without one Python

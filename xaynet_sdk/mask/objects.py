@@ -211,7 +211,7 @@ class MaskObject:
         )
 
     def to_bytes(self) -> bytes:
-        """``config ‖ count (u32 BE) ‖ elements`` then ``config ‖ unit`` (docs/PROTOCOL.md section 7)."""
+        """``config ‖ count (u32 BE) ‖ elements`` then ``config ‖ unit`` (docs/PROTOCOL.md 7)."""
         return b"".join(self.wire_parts())
 
     def wire_parts(self) -> "list[bytes | memoryview]":

@@ -1,4 +1,5 @@
-"""NewRound: decide this round's task from the round seed signatures (docs/PROTOCOL.md 1.2, 4.4, 4.5).
+"""NewRound: decide this round's task from the round seed signatures
+(docs/PROTOCOL.md 1.2, 4.4, 4.5).
 
 Sum has priority: a sum-eligible participant never checks the update signature. The
 events are those of the original's phase entries: ``sum``; ``update`` then ``load_model``
