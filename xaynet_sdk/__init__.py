@@ -12,6 +12,7 @@ key) and ``state=`` restores it. The exceptions are those of the original, under
 """
 
 from . import xaynet_sdk
+from ._version import __version__ as __version__
 from .async_participant import AsyncParticipant, spawn_async_participant
 from .core import Participant, Task
 from .exceptions import (
@@ -32,8 +33,6 @@ from .participant import (
     TrainingResult,
     spawn_participant,
 )
-
-__version__ = "0.2.0"
 
 __all__ = [
     "AsyncParticipant",
