@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from .state import Awaiting, ParticipantState, Transition
+from typing import Any, Optional
 
-__all__ = ["step"]
+from .state import Awaiting, Event, ParticipantState, PhaseSpec, Response, Transition
+
+__all__ = ["PHASE", "step"]
 
 
-def step(state: ParticipantState) -> Transition:
+def step(state: ParticipantState, response: Optional[Response] = None) -> Transition:
     assert isinstance(state.phase, Awaiting)
     return Transition(state, False)
+
+
+def _entry_events(state: ParticipantState) -> tuple[Event, ...]:
+    return (Event.IDLE,)
+
+
+def _dump(phase: Awaiting) -> dict[str, Any]:
+    return {}
+
+
+def _load(doc: dict[Any, Any], where: str) -> Awaiting:
+    return Awaiting()
+
+
+PHASE = PhaseSpec(Awaiting, "awaiting", step, _dump, _load, entry_events=_entry_events)
