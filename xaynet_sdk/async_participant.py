@@ -13,14 +13,18 @@ import threading
 from typing import TYPE_CHECKING, Optional
 
 from ._logging import get_logger, init_logging
-from .driver import GlobalModel, Options, Participant, TickLoop
-from .protocol.local_model import LocalModelInput
-from .protocol.saved import StateInput
+from .driver import (
+    GlobalModel,
+    LocalModelInput,
+    OptionFields,
+    Options,
+    Participant,
+    StateInput,
+    TickLoop,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-    from .driver import OptionFields
 
 __all__ = ["AsyncParticipant", "spawn_async_participant"]
 

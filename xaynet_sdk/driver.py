@@ -83,9 +83,11 @@ if TYPE_CHECKING:  # only annotations use it: no run-time dependency on typing_e
 
 __all__ = [
     "GlobalModel",
+    "LocalModelInput",
     "OptionFields",
     "Options",
     "Participant",
+    "StateInput",
     "Task",
     "TickLoop",
     "check_max_message_size",

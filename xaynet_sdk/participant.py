@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from ._logging import get_logger, init_logging
-from .driver import GlobalModel, Options, Participant, TickLoop
+from .driver import GlobalModel, OptionFields, Options, Participant, StateInput, TickLoop
 from .exceptions import (
     GlobalModelDataTypeMisMatch,
     GlobalModelUnavailable,
@@ -31,12 +31,9 @@ from .exceptions import (
     LocalModelLengthMisMatch,
     UninitializedParticipant,
 )
-from .protocol.saved import StateInput
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-    from .driver import OptionFields
 
 __all__ = [
     "InternalParticipant",
