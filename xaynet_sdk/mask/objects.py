@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _native
-from .config import InvalidMaskConfig, MaskConfig, MaskConfigPair
+from .config import MaskConfig, MaskConfigPair
+from .errors import InvalidMaskConfig, MaskObjectError
 
 __all__ = [
     "MaskObject",
@@ -29,10 +30,6 @@ __all__ = [
 ]
 
 Limbs = npt.NDArray[np.uint64]
-
-
-class MaskObjectError(ValueError):
-    """Malformed mask object bytes, or a mask object that does not fit its configuration."""
 
 
 def ints_to_limbs(values: "list[int] | tuple[int, ...]", limbs: int) -> Limbs:
@@ -211,7 +208,7 @@ class MaskObject:
         )
 
     def to_bytes(self) -> bytes:
-        """``config ‖ count (u32 BE) ‖ elements`` then ``config ‖ unit`` (docs/PROTOCOL.md section 7)."""
+        """``config ‖ count (u32 BE) ‖ elements`` then ``config ‖ unit`` (docs/PROTOCOL.md 7)."""
         return b"".join(self.wire_parts())
 
     def wire_parts(self) -> "list[bytes | memoryview]":
