@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
-from .state import Awaiting, Event, ParticipantState, PhaseSpec, Response, Transition
+from .state import Awaiting, Event, ParticipantState, PhaseSpec, Response, Transition, emits
 
 __all__ = ["PHASE", "step"]
 
@@ -14,16 +14,4 @@ def step(state: ParticipantState, response: Optional[Response] = None) -> Transi
     return Transition(state, False)
 
 
-def _entry_events(state: ParticipantState) -> tuple[Event, ...]:
-    return (Event.IDLE,)
-
-
-def _dump(phase: Awaiting) -> dict[str, Any]:
-    return {}
-
-
-def _load(doc: dict[Any, Any], where: str) -> Awaiting:
-    return Awaiting()
-
-
-PHASE = PhaseSpec(Awaiting, "awaiting", step, _dump, _load, entry_events=_entry_events)
+PHASE = PhaseSpec(Awaiting, "awaiting", step, entry_events=emits(Event.IDLE))

@@ -8,7 +8,7 @@ events are those of the original's phase entries: ``sum``; ``update`` then ``loa
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Optional
 
 from ..codec.crypto import EncryptKeyPair, sum_signature, update_signature
 from ..codec.eligibility import is_eligible
@@ -22,6 +22,7 @@ from .state import (
     Sum,
     Transition,
     Update,
+    emits,
 )
 
 __all__ = ["PHASE", "step"]
@@ -45,16 +46,4 @@ def step(state: ParticipantState, response: Optional[Response] = None) -> Transi
     return Transition(replace(state, phase=Awaiting()), True, (Event.IDLE,))
 
 
-def _entry_events(state: ParticipantState) -> tuple[Event, ...]:
-    return (Event.NEW_ROUND,)
-
-
-def _dump(phase: NewRound) -> dict[str, Any]:
-    return {}
-
-
-def _load(doc: dict[Any, Any], where: str) -> NewRound:
-    return NewRound()
-
-
-PHASE = PhaseSpec(NewRound, "new_round", step, _dump, _load, entry_events=_entry_events)
+PHASE = PhaseSpec(NewRound, "new_round", step, entry_events=emits(Event.NEW_ROUND))

@@ -10,9 +10,10 @@ How to add a phase
 1. Write one module in ``xaynet_sdk/protocol/``: the phase's data, a frozen dataclass
    deriving from :class:`~.state.Phase`, its ``step`` (and ``request`` if it fetches or
    posts something) and a ``PHASE = PhaseSpec(...)`` naming them, with its saved name, its
-   ``dump`` and ``load`` (built from :mod:`.saved_fields`) and its ``entry_events``. Steps
-   are pure: they return a :class:`~.state.Transition` and never do I/O; the driver performs
-   the :class:`~.state.Request` and passes the :class:`~.state.Response` to ``step``.
+   ``entry_events`` and, if it has fields, their ``dump`` and ``load`` (built from
+   :mod:`.saved_fields`). Steps are pure: they return a :class:`~.state.Transition` and
+   never do I/O; the driver performs the :class:`~.state.Request` and passes the
+   :class:`~.state.Response` to ``step``. ``awaiting.py`` is the smallest example.
 2. Add one row to :data:`PHASES` below (with its import).
 
 Nothing else lists the phases: the driver, the saved state and the tests of the table

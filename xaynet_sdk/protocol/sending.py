@@ -112,4 +112,6 @@ def _load(doc: dict[Any, Any], where: str) -> Sending:
     )
 
 
-PHASE = PhaseSpec(Sending, "sending", step, _dump, _load, request=request, has_request=has_request)
+PHASE = PhaseSpec(
+    Sending, "sending", step, request=request, has_request=has_request, dump=_dump, load=_load
+)

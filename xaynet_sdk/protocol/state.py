@@ -290,6 +290,16 @@ def no_events(state: ParticipantState) -> tuple[Event, ...]:
     return ()
 
 
+def emits(*events: Event) -> Callable[[ParticipantState], tuple[Event, ...]]:
+    """Entry events that do not depend on the state."""
+    return lambda state: events
+
+
+def no_fields(phase: Phase) -> dict[str, Any]:
+    """The saved fields of a phase that has none."""
+    return {}
+
+
 @dataclass(frozen=True)
 class PhaseSpec:
     """One phase's behaviour, as its module exports it (``PHASE``); see :mod:`.phases`.
@@ -300,14 +310,15 @@ class PhaseSpec:
     is not None); ``entry_events`` are the events of entering the phase, emitted again on
     restore. ``dump`` gives the phase's fields for the saved state (a dict of msgpack
     values, without the name) and ``load`` reads them back (raising
-    :class:`~.saved_fields.InvalidState`); ``where`` names the place in error messages.
+    :class:`~.saved_fields.InvalidState`; ``where`` names the place in error messages);
+    a phase without fields needs neither (``load`` None: ``kind()``).
     """
 
     kind: type[Phase]
     name: str
     step: Callable[[ParticipantState, Optional[Response]], Transition]
-    dump: Callable[[Any], dict[str, Any]]
-    load: Callable[[dict[Any, Any], str], Phase]
     request: Callable[[ParticipantState], Optional[Request]] = no_request
     has_request: Optional[Callable[[ParticipantState], bool]] = None
     entry_events: Callable[[ParticipantState], tuple[Event, ...]] = no_events
+    dump: Callable[[Any], dict[str, Any]] = no_fields
+    load: Optional[Callable[[dict[Any, Any], str], Phase]] = None

@@ -11,7 +11,17 @@ from typing import Any, Optional
 from ..codec.message import SumPayload
 from .outbox import start_sending
 from .saved_fields import ephm_keys, exact
-from .state import Event, ParticipantState, PhaseSpec, Response, SendingKind, Sum, Sum2, Transition
+from .state import (
+    Event,
+    ParticipantState,
+    PhaseSpec,
+    Response,
+    SendingKind,
+    Sum,
+    Sum2,
+    Transition,
+    emits,
+)
 
 __all__ = ["PHASE", "step"]
 
@@ -26,10 +36,6 @@ def step(state: ParticipantState, response: Optional[Response] = None) -> Transi
     return Transition(replace(state, phase=sending), True)
 
 
-def _entry_events(state: ParticipantState) -> tuple[Event, ...]:
-    return (Event.SUM,)
-
-
 def _dump(phase: Sum) -> dict[str, Any]:
     return {
         "ephm_public": phase.ephm_keys.public,
@@ -42,4 +48,4 @@ def _load(doc: dict[Any, Any], where: str) -> Sum:
     return Sum(ephm_keys(doc, where), exact(doc, "sum_signature", 64, where))
 
 
-PHASE = PhaseSpec(Sum, "sum", step, _dump, _load, entry_events=_entry_events)
+PHASE = PhaseSpec(Sum, "sum", step, entry_events=emits(Event.SUM), dump=_dump, load=_load)

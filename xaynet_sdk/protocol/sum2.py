@@ -158,4 +158,4 @@ def load(doc: Any, where: str) -> Sum2:
     )
 
 
-PHASE = PhaseSpec(Sum2, "sum2", step, dump, load, request=request)
+PHASE = PhaseSpec(Sum2, "sum2", step, request=request, dump=dump, load=load)

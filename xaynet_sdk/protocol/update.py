@@ -182,4 +182,6 @@ def _load(doc: dict[Any, Any], where: str) -> Update:
     )
 
 
-PHASE = PhaseSpec(Update, "update", step, _dump, _load, request=request, entry_events=_entry_events)
+PHASE = PhaseSpec(
+    Update, "update", step, request=request, entry_events=_entry_events, dump=_dump, load=_load
+)
