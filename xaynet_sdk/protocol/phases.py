@@ -20,6 +20,13 @@ Nothing else lists the phases: the driver, the saved state and the tests of the 
 (``tests/test_protocol_phases.py``) go through this table. Only the phase that moves into
 the new one changes (its ``step`` returns the new phase). The original participant's saved
 state (:mod:`.original_state`) has a fixed set of variants and needs nothing.
+
+Checked with a toy phase (one tick of waiting, then Awaiting; saved with one field),
+stepped, saved and restored through this table, on a scratch branch::
+
+    xaynet_sdk/protocol/phases.py |  3 ++-
+    xaynet_sdk/protocol/toy.py    | 35 +++++++++++++++++++++++++++++++++++
+    2 files changed, 37 insertions(+), 1 deletion(-)
 """
 
 from __future__ import annotations
