@@ -16,9 +16,9 @@ How to add a phase
    :class:`~.state.Response` to ``step``. ``awaiting.py`` is the smallest example.
 2. Add one row to :data:`PHASES` below (with its import).
 
-Nothing else lists the phases: the driver, the saved state and the tests of the table
-(``tests/test_protocol_phases.py``) go through this table. Only the phase that moves into
-the new one changes (its ``step`` returns the new phase). The original participant's saved
+Nothing else lists the phases: the state machine, and so the driver, and the saved state
+reach them through this table. To make the new phase reachable, the step of the phase
+before it returns it. The original participant's saved
 state (:mod:`.original_state`) has a fixed set of variants and needs nothing.
 
 Checked with a toy phase (one tick of waiting, then Awaiting; saved with one field),
