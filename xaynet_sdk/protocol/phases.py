@@ -18,8 +18,8 @@ How to add a phase
 
 Nothing else lists the phases: the state machine, and so the driver, and the saved state
 reach them through this table. To make the new phase reachable, the step of the phase
-before it returns it. The original participant's saved
-state (:mod:`.original_state`) has a fixed set of variants and needs nothing.
+before it returns it. The original participant's saved state (:mod:`.original_state`)
+has a fixed set of variants and needs nothing.
 
 Checked with a toy phase (one tick of waiting, then Awaiting; saved with one field),
 stepped, saved and restored through this table, on a scratch branch::
