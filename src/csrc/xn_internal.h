@@ -19,6 +19,10 @@
 
 #include "xaynet_native.h"
 
+/* Functions shared between the units but not part of the API: not exported from the shared
+ * library, so that calls between units are direct and nothing can interpose them. */
+#define XN_INTERNAL __attribute__((visibility("hidden")))
+
 #define XN_CHACHA_MAX_BATCH 1024 /* 16 lanes x 64 bytes */
 
 typedef struct {
@@ -27,9 +31,9 @@ typedef struct {
     int lanes;
 } xn_chacha;
 
-int xn_lanes(void);
-void xn_chacha_init(xn_chacha *c, const uint8_t *seed, uint64_t block);
-size_t xn_chacha_batch(xn_chacha *c, uint8_t *out);
+XN_INTERNAL int xn_lanes(void);
+XN_INTERNAL void xn_chacha_init(xn_chacha *c, const uint8_t *seed, uint64_t block);
+XN_INTERNAL size_t xn_chacha_batch(xn_chacha *c, uint8_t *out);
 
 /* ---- multi-limb unsigned arithmetic on little-endian uint64_t limbs ------------------- */
 typedef unsigned __int128 xn_u128;
@@ -149,8 +153,9 @@ static inline int mp_shl(uint64_t *out, size_t outn, const uint64_t *a, size_t a
 /* numbers sampled and encoded per step, on the stack */
 #define XN_BATCH 256
 
-int xn_check_group(const xn_group *g);
-void xn_add_mod_vec(uint64_t *acc, const uint64_t *x, size_t n, const xn_group *group);
+XN_INTERNAL int xn_check_group(const xn_group *g);
+XN_INTERNAL void xn_add_mod_vec(uint64_t *acc, const uint64_t *x, size_t n,
+                                const xn_group *group);
 
 /* (a + b) mod order for one number of L limbs; a, b < order; out may alias a. */
 static inline void xn_add_mod_one(uint64_t *out, const uint64_t *a, const uint64_t *b,
@@ -173,10 +178,10 @@ typedef struct {
     uint8_t buf[XN_SAMPLER_CAP + 16];
 } xn_sampler;
 
-void xn_sampler_init_until(xn_sampler *s, const uint8_t *seed, uint64_t word_pos,
-                           uint64_t end_word);
-void xn_sampler_init(xn_sampler *s, const uint8_t *seed, uint64_t word_pos);
-size_t xn_sample(xn_sampler *s, const xn_group *g, uint64_t *out, size_t want);
+XN_INTERNAL void xn_sampler_init_until(xn_sampler *s, const uint8_t *seed, uint64_t word_pos,
+                                       uint64_t end_word);
+XN_INTERNAL void xn_sampler_init(xn_sampler *s, const uint8_t *seed, uint64_t word_pos);
+XN_INTERNAL size_t xn_sample(xn_sampler *s, const xn_group *g, uint64_t *out, size_t want);
 
 /* ---- the F32 kernel of encode.c, also compiled for AVX-512 in x86.c --------------------- */
 /* The 64-bit path for F32 weights, written without branches so that the compiler turns the
@@ -250,17 +255,18 @@ typedef struct {
     double a, scale;
 } xn_f64_params;
 
-size_t xn_scan8_avx512(const uint8_t *buf, size_t *pos, size_t len, uint64_t keep,
-                       uint64_t order, uint64_t *out, size_t want);
-size_t xn_scan12_vbmi(const uint8_t *buf, size_t *pos, size_t len, size_t k, uint64_t order_lo,
-                      uint64_t order_hi, uint64_t *out, size_t want);
-void xn_mask_f32_u64_avx512(const float *w, const uint64_t *r, uint64_t *out, size_t cnt,
-                            const xn_u64_params *P);
-size_t xn_mask_f64_ifma(const double *w, const uint64_t *r, uint64_t *out, size_t cnt,
-                        const xn_f64_params *P);
-int xn_have_vbmi(void);
-int xn_have_avx512dq(void);
-int xn_have_ifma(void);
+XN_INTERNAL size_t xn_scan8_avx512(const uint8_t *buf, size_t *pos, size_t len,
+                                   uint64_t keep, uint64_t order, uint64_t *out, size_t want);
+XN_INTERNAL size_t xn_scan12_vbmi(const uint8_t *buf, size_t *pos, size_t len, size_t k,
+                                  uint64_t order_lo, uint64_t order_hi, uint64_t *out,
+                                  size_t want);
+XN_INTERNAL void xn_mask_f32_u64_avx512(const float *w, const uint64_t *r, uint64_t *out,
+                                        size_t cnt, const xn_u64_params *P);
+XN_INTERNAL size_t xn_mask_f64_ifma(const double *w, const uint64_t *r, uint64_t *out,
+                                    size_t cnt, const xn_f64_params *P);
+XN_INTERNAL int xn_have_vbmi(void);
+XN_INTERNAL int xn_have_avx512dq(void);
+XN_INTERNAL int xn_have_ifma(void);
 #endif
 
 #endif /* XN_INTERNAL_H */
