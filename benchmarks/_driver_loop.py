@@ -1,7 +1,7 @@
 """The tick loop shared by both participant drivers (ours and the original): stdlib only.
 
 It is loaded by file path (never through ``sys.path``) by ``_participant_driver.py`` (this
-repository's ``xaynet_sdk.core.Participant``) and ``_original_driver.py`` (the original's
+repository's ``xaynet_sdk.driver.Participant``) and ``_original_driver.py`` (the original's
 ``xaynet_sdk.xaynet_sdk.Participant`` in its own venv), so both participants are driven by
 exactly the same code. The two expose the same low-level API: ``tick()``, ``made_progress()``,
 ``should_set_model()``, ``set_model()``, ``task()``.

@@ -1,4 +1,4 @@
-"""Drive THIS repository's participant (``xaynet_sdk.core.Participant``) for the benchmarks.
+"""Drive THIS repository's participant (``xaynet_sdk.driver.Participant``) for the benchmarks.
 
 Run by ``benchmarks/run.py`` in its own process (``python -I``), one JSON event per line on
 stdout; the tick loop is ``_driver_loop.py``, shared with ``_original_driver.py``. The local
@@ -29,7 +29,7 @@ def main() -> int:
     import numpy as np
 
     import xaynet_sdk
-    from xaynet_sdk.core import Participant
+    from xaynet_sdk.driver import Participant
 
     model = np.random.default_rng(0).uniform(-1.0, 1.0, args.length).astype(np.float32)
     participant = Participant(args.url, 1.0)

@@ -41,7 +41,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from xaynet_sdk import _native
 from xaynet_sdk.mask.config import MaskConfig, MaskConfigPair
-from xaynet_sdk.mask.masking import mask_model, sum_masks, usable_cores
+from xaynet_sdk.mask.masking import mask_model, sum_masks
+from xaynet_sdk.mask.parallel import usable_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _rounds  # noqa: E402 - benchmarks/ is not a package

@@ -25,7 +25,7 @@ import numpy as np
 
 from xaynet_sdk import InternalParticipant, ParticipantABC, XaynetError, spawn_participant
 from xaynet_sdk.coordinator import LocalCoordinator, Settings
-from xaynet_sdk.core import GlobalModel
+from xaynet_sdk.driver import GlobalModel
 
 #: The model of the original examples; the simulated participants send it plus some noise.
 DEMO_MODEL = (0.1, 0.2, 0.345, 0.3)

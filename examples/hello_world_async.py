@@ -14,7 +14,7 @@ from typing import Optional
 import _common
 
 from xaynet_sdk import spawn_async_participant
-from xaynet_sdk.core import GlobalModel
+from xaynet_sdk.driver import GlobalModel
 
 
 def train(global_model: Optional[GlobalModel]) -> list[float]:

@@ -85,7 +85,7 @@ from xaynet_sdk.coordinator.outcomes import Reason
 from xaynet_sdk.coordinator.pipeline import Outcome, Pipeline
 from xaynet_sdk.coordinator.state import CoordinatorState, Round, Ticket
 from xaynet_sdk.coordinator.stats import Stats
-from xaynet_sdk.core import _check_restored
+from xaynet_sdk.driver import _check_restored
 from xaynet_sdk.exceptions import ParticipantRestore
 from xaynet_sdk.mask.config import DataType, MaskConfig, MaskConfigPair, all_configs
 from xaynet_sdk.mask.masking import mask_model, sum_masks

@@ -14,7 +14,7 @@ from cffi import FFI
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 HEADER = CSRC / "xaynet_native.h"
-SOURCES = ["chacha.c", "mask.c", "model.c"]
+SOURCES = ["arith.c", "chacha.c", "encode.c", "model.c", "sample.c", "x86.c"]
 
 
 def _cdef() -> str:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from xaynet_sdk.mask import masking
+from xaynet_sdk.mask import masking, parallel
 from xaynet_sdk.mask.config import MaskConfig, MaskConfigPair
 
 
@@ -24,37 +24,37 @@ def test_an_error_on_either_side_is_raised_once_both_are_done() -> None:
         raise ValueError("here")
 
     with pytest.raises(ValueError, match="here"):
-        masking._in_parallel([failing, slow_ok])
+        parallel.in_parallel([failing, slow_ok])
     assert finished == ["helper"]  # the caller's error waited for the helper's task
 
     def helper_fails() -> None:
         raise KeyError("there")
 
     with pytest.raises(KeyError, match="there"):
-        masking._in_parallel([lambda: finished.append("caller"), helper_fails])
+        parallel.in_parallel([lambda: finished.append("caller"), helper_fails])
     assert finished == ["helper", "caller"]
 
 
 def test_tasks_run_on_helper_threads_which_are_kept() -> None:
     names: list[str] = []
     record = lambda: names.append(threading.current_thread().name)  # noqa: E731
-    masking._in_parallel([record, record, record])
+    parallel.in_parallel([record, record, record])
     first = set(names[1:])
     names.clear()
-    masking._in_parallel([record, record, record])
+    parallel.in_parallel([record, record, record])
     assert names[0] == threading.current_thread().name
     assert set(names[1:]) == first and len(first) == 2
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_gets_its_own_helpers() -> None:
-    masking._in_parallel([lambda: None, lambda: None])  # helpers exist in the parent
+    parallel.in_parallel([lambda: None, lambda: None])  # helpers exist in the parent
     pid = os.fork()
     if pid == 0:  # the child: the parent's helper threads do not exist here
         code = 1
         try:
             out: list[int] = []
-            masking._in_parallel([lambda: out.append(1), lambda: out.append(2)])
+            parallel.in_parallel([lambda: out.append(1), lambda: out.append(2)])
             code = 0 if sorted(out) == [1, 2] else 2
         finally:
             os._exit(code)
@@ -63,7 +63,7 @@ def test_a_forked_child_gets_its_own_helpers() -> None:
 
 
 @pytest.mark.skipif(
-    masking._sched_getcpu is None or len(masking.usable_cores_set()) < 2,
+    parallel.sched_getcpu is None or len(parallel.usable_cores_set()) < 2,
     reason="Linux with two usable CPUs",
 )
 def test_helpers_are_kept_off_the_callers_cpu() -> None:
@@ -71,17 +71,17 @@ def test_helpers_are_kept_off_the_callers_cpu() -> None:
     caller_cpu: list[int] = []
 
     def here() -> None:
-        assert masking._sched_getcpu is not None
-        caller_cpu.append(masking._sched_getcpu())
+        assert parallel.sched_getcpu is not None
+        caller_cpu.append(parallel.sched_getcpu())
 
     def there() -> None:
         seen.append(os.sched_getaffinity(0).__len__())
-        assert masking._sched_getcpu is not None
-        seen.append(masking._sched_getcpu())
+        assert parallel.sched_getcpu is not None
+        seen.append(parallel.sched_getcpu())
 
-    masking._in_parallel([here, there])
+    parallel.in_parallel([here, there])
     # the helper may run on any usable CPU but the one its caller was on when it was woken
-    assert seen[0] == len(masking.usable_cores_set()) - 1
+    assert seen[0] == len(parallel.usable_cores_set()) - 1
 
 
 def test_results_do_not_depend_on_the_threads() -> None:

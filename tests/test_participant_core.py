@@ -1,4 +1,4 @@
-"""The synchronous participant (``xaynet_sdk.core.Participant``) over a fake transport.
+"""The synchronous participant (``xaynet_sdk.driver.Participant``) over a fake transport.
 
 Request order (docs/PROTOCOL.md 1.4), flags and events (12.3), retries, round changes, the
 global model conversion (8.3), the local model (8.2), save and restore, and thread safety.
@@ -23,7 +23,7 @@ from participant_fakes import FakeTransport, MiniCoordinator, role, seed_for_rol
 
 from xaynet_sdk import xaynet_sdk as compat  # noqa: E402
 from xaynet_sdk.codec.bincode import encode_model  # noqa: E402
-from xaynet_sdk.core import Participant, Task  # noqa: E402
+from xaynet_sdk.driver import Participant, Task  # noqa: E402
 from xaynet_sdk.exceptions import (  # noqa: E402
     GlobalModelDataTypeMisMatch,
     GlobalModelUnavailable,

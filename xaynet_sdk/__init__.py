@@ -14,7 +14,7 @@ key) and ``state=`` restores it. The exceptions are those of the original, under
 from . import xaynet_sdk
 from ._version import __version__ as __version__
 from .async_participant import AsyncParticipant, spawn_async_participant
-from .core import Participant, Task
+from .driver import Participant, Task
 from .exceptions import (
     CryptoInit,
     GlobalModelDataTypeMisMatch,

@@ -10,15 +10,21 @@ takes (and so empties the cache); :meth:`AsyncParticipant.stop` returns the save
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ._logging import get_logger, init_logging
-from .core import GlobalModel, Participant
-from .exceptions import UninitializedParticipant
-from .participant import new_backoff
-from .protocol.local_model import LocalModelInput
-from .protocol.saved import StateInput
-from .transport import DEFAULT_TIMEOUT, Cert, Timeout, TransportLike, Verify
+from .driver import (
+    GlobalModel,
+    LocalModelInput,
+    OptionFields,
+    Options,
+    Participant,
+    StateInput,
+    TickLoop,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["AsyncParticipant", "spawn_async_participant"]
 
@@ -27,7 +33,10 @@ LOG = get_logger("participant")
 
 
 class AsyncParticipant(threading.Thread):
-    """A participant thread whose models are set and fetched by the caller."""
+    """A participant thread whose models are set and fetched by the caller.
+
+    The connection options come as in :class:`~xaynet_sdk.driver.Participant`.
+    """
 
     def __init__(
         self,
@@ -37,56 +46,24 @@ class AsyncParticipant(threading.Thread):
         scalar: float = 1.0,
         *,
         numpy: bool = False,
-        max_message_size: Optional[int] = None,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        verify: Verify = True,
-        cert: Cert = None,
-        transport: Optional[TransportLike] = None,
+        options: Optional[Options] = None,
+        **fields: "Unpack[OptionFields]",
     ) -> None:
         self._xaynet_participant = Participant(
-            coordinator_url,
-            scalar,
-            state,
-            max_message_size=max_message_size,
-            timeout=timeout,
-            verify=verify,
-            cert=cert,
-            transport=transport,
+            coordinator_url, scalar, state, options=options, **fields
         )
-        self._exit_event = threading.Event()
-        self._poll_period = new_backoff()
+        self._loop = TickLoop(self._xaynet_participant, self._after_tick)
         self._notifier = notifier
         self._numpy = bool(numpy)
         super().__init__(daemon=True, name="xaynet-async-participant")
 
     def run(self) -> None:
-        try:
-            self._run()
-        except UninitializedParticipant:
-            pass  # stopped while a tick was in flight
-        except Exception as err:  # noqa: BLE001
-            LOG.error("unrecoverable error, participant shut down: %s", err, exc_info=err)
-        finally:
-            self._exit_event.set()
+        self._loop.run()
 
-    def _notify(self) -> None:
-        if not self._notifier.is_set():
+    def _after_tick(self) -> None:
+        if self._xaynet_participant.new_global_model() and not self._notifier.is_set():
             LOG.debug("notify that a new global model is available")
             self._notifier.set()
-
-    def _run(self) -> None:
-        participant = self._xaynet_participant
-        while not self._exit_event.is_set():
-            participant.tick()
-            new_global_model = participant.new_global_model()
-            made_progress = participant.made_progress()
-            if self._exit_event.is_set():
-                break
-            if new_global_model:
-                self._notify()
-            if made_progress:
-                self._poll_period.reset()
-            self._exit_event.wait(timeout=self._poll_period.duration())
 
     def get_global_model(self) -> Optional[GlobalModel]:
         """Fetch the current global model; None if there is none yet.
@@ -129,7 +106,7 @@ class AsyncParticipant(threading.Thread):
             it securely (it is the participant's identity).
         """
         LOG.debug("stop participant")
-        self._exit_event.set()
+        self._loop.stop()
         self._notifier.clear()
         return self._xaynet_participant.save()
 
@@ -145,10 +122,7 @@ def spawn_async_participant(
     scalar: float = 1.0,
     *,
     numpy: bool = False,
-    max_message_size: Optional[int] = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    verify: Verify = True,
-    cert: Cert = None,
+    **options: "Unpack[OptionFields]",
 ) -> tuple[AsyncParticipant, threading.Event]:
     """Start an :class:`AsyncParticipant`; return it and its new-global-model notifier.
 
@@ -162,10 +136,7 @@ def spawn_async_participant(
         state,
         scalar,
         numpy=numpy,
-        max_message_size=max_message_size,
-        timeout=timeout,
-        verify=verify,
-        cert=cert,
+        options=Options(**options),
     )
     participant.start()
     return participant, notifier

@@ -1,9 +1,36 @@
-"""The exceptions of the public API: the original ``xaynet_sdk.xaynet_sdk`` names, one base class.
+"""The exception tree: every exception this package raises on purpose derives from
+:class:`XaynetError`.
 
-The original (xaynet-sdk-python 0.1.0) defines these eight classes directly under
-``Exception``; here they share :class:`XaynetError` so that one ``except`` catches any of
-them, while ``except CryptoInit`` and friends keep working unchanged. They are also
+The original (xaynet-sdk-python 0.1.0) defines the eight public classes below directly
+under ``Exception``; here they share :class:`XaynetError` so that one ``except`` catches any
+of them, while ``except CryptoInit`` and friends keep working unchanged. They are also
 reachable as ``xaynet_sdk.xaynet_sdk.<Name>``, where the original defined them.
+
+Each layer defines its own errors under this base, next to its code, and translates the
+errors of the layer below once, where it calls it, so nothing leaks upwards::
+
+    XaynetError
+    ├── the public API (this module; the original's names): CryptoInit, ParticipantInit,
+    │   ParticipantRestore, UninitializedParticipant, LocalModelLengthMisMatch,
+    │   LocalModelDataTypeMisMatch, GlobalModelUnavailable, GlobalModelDataTypeMisMatch
+    ├── transport.TransportError: ConnectFailed, RequestTimedOut, TlsError,
+    │   HttpStatusError, UnexpectedResponse (the driver logs them and retries)
+    ├── transport.InvalidUrl (also a ValueError)
+    ├── protocol.saved_fields.InvalidState (a saved state; ParticipantRestore for the user)
+    ├── codec.errors.CodecError (also a ValueError): EncodeError, DecodeError
+    │   └── DecryptError, InvalidSignatureError, WrongCoordinatorKeyError, ReassemblyError
+    ├── mask.errors.MaskError (also a ValueError): InvalidMaskConfig, MaskObjectError,
+    │   GlobalModelError, AggregationError, NonFiniteWeight, NativeCallError
+    ├── _native.NativeError (also a ValueError): NonFiniteWeight, ConversionOutOfRange,
+    │   ConversionDiverges, MalformedInput; seen only by mask/, which translates them
+    └── coordinator.rounds.RoundFailed (the local coordinator)
+
+Not yet in the tree: the local coordinator's ``settings.SettingsError`` (a ``ValueError``)
+and ``outcomes.Rejected`` (an ``Exception``, never seen outside the coordinator).
+
+This module imports nothing, so every layer, the C wrappers included, can derive from it.
+Errors that are not the caller's fault nor the peer's (``TypeError`` for a wrong type of
+argument, ``OverflowError``) stay Python's own.
 """
 
 from __future__ import annotations
@@ -22,7 +49,7 @@ __all__ = [
 
 
 class XaynetError(Exception):
-    """Base class of every exception the participant API raises on purpose."""
+    """Base class of every exception this package raises on purpose (see the tree above)."""
 
 
 class CryptoInit(XaynetError):

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Optional, TypeVar
-
-from justbackoff import Backoff
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from ._logging import get_logger, init_logging
-from .core import GlobalModel, Participant
+from .driver import GlobalModel, OptionFields, Options, Participant, StateInput, TickLoop
 from .exceptions import (
     GlobalModelDataTypeMisMatch,
     GlobalModelUnavailable,
@@ -33,8 +31,9 @@ from .exceptions import (
     LocalModelLengthMisMatch,
     UninitializedParticipant,
 )
-from .protocol.saved import StateInput
-from .transport import DEFAULT_TIMEOUT, Cert, Timeout, TransportLike, Verify
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "InternalParticipant",
@@ -50,11 +49,6 @@ LOG = get_logger("participant")
 #: The names of the original's type variables (the callbacks take and return any type).
 TrainingResult = TypeVar("TrainingResult")
 TrainingInput = TypeVar("TrainingInput")
-
-
-def new_backoff() -> Backoff:
-    """The original wrappers' poll backoff: 100 ms, x1.2 per idle tick, at most 10 s."""
-    return Backoff(min_ms=100, max_ms=10000, factor=1.2, jitter=False)
 
 
 class ParticipantABC(ABC):
@@ -106,7 +100,8 @@ class InternalParticipant(threading.Thread):
     """The thread that runs a :class:`ParticipantABC`; returned by :func:`spawn_participant`.
 
     The protocol participant is built in the caller's thread (so ``ParticipantInit`` and
-    ``ParticipantRestore`` reach the caller); the user class is built in this thread.
+    ``ParticipantRestore`` reach the caller); the user class is built in this thread. The
+    connection options come as in :class:`~xaynet_sdk.driver.Participant`.
     """
 
     def __init__(
@@ -119,11 +114,8 @@ class InternalParticipant(threading.Thread):
         scalar: float = 1.0,
         *,
         numpy: bool = False,
-        max_message_size: Optional[int] = None,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        verify: Verify = True,
-        cert: Cert = None,
-        transport: Optional[TransportLike] = None,
+        options: Optional[Options] = None,
+        **fields: "Unpack[OptionFields]",
     ) -> None:
         if not callable(participant):
             raise TypeError(
@@ -131,26 +123,18 @@ class InternalParticipant(threading.Thread):
                 f" not an instance), got {type(participant).__name__}"
             )
         self._xaynet_participant = Participant(
-            coordinator_url,
-            scalar,
-            state,
-            max_message_size=max_message_size,
-            timeout=timeout,
-            verify=verify,
-            cert=cert,
-            transport=transport,
+            coordinator_url, scalar, state, options=options, **fields
         )
+        self._loop = TickLoop(self._xaynet_participant, self._after_tick)
         self._participant_class = participant
         self._participant: Optional[ParticipantABC] = None
         self._p_args = tuple(p_args)
         self._p_kwargs = dict(p_kwargs or {})
         self._numpy = bool(numpy)
 
-        self._exit_event = threading.Event()
         self._ready = threading.Event()
         self._init_error: Optional[BaseException] = None
         self._report_init_error = True
-        self._poll_period = new_backoff()
 
         # global model cache
         self._global_model: Optional[Any] = None
@@ -170,7 +154,7 @@ class InternalParticipant(threading.Thread):
             self._participant = self._participant_class(*self._p_args, **self._p_kwargs)
         except BaseException as err:  # noqa: BLE001 - handed to spawn_participant's caller
             self._init_error = err
-            self._exit_event.set()
+            self._loop.stop()
             if self._report_init_error:
                 LOG.error(
                     "the participant class raised in its constructor, participant not started:"
@@ -182,31 +166,10 @@ class InternalParticipant(threading.Thread):
             return
         finally:
             self._ready.set()
-        try:
-            self._run()
-        except UninitializedParticipant:
-            if not self._exit_event.is_set():  # pragma: no cover - save() only via stop()
-                LOG.error("the participant was saved outside stop(); the thread ends")
-        except Exception as err:  # noqa: BLE001
-            LOG.error("unrecoverable error, participant shut down: %s", err, exc_info=err)
-        finally:
-            self._exit_event.set()
+        self._loop.run()
 
-    def _run(self) -> None:
-        while not self._exit_event.is_set():
-            made_progress = self._tick()
-            if self._exit_event.is_set():
-                break
-            if made_progress:
-                self._poll_period.reset()
-            self._exit_event.wait(timeout=self._poll_period.duration())
-
-    def _tick(self) -> bool:
+    def _after_tick(self) -> None:
         participant = self._xaynet_participant
-        participant.tick()
-        made_progress = participant.made_progress()
-        if self._exit_event.is_set():
-            return made_progress
         if participant.new_global_model() or self._error_on_fetch_global_model:
             self._fetch_global_model()
         if (
@@ -215,13 +178,12 @@ class InternalParticipant(threading.Thread):
             and self._train_failed_round != participant.round_serial
         ):
             with self._callback_lock:
-                if self._exit_event.is_set():
-                    return made_progress
+                if self._loop.stopped:
+                    return
                 assert self._participant is not None
                 wants = self._participant.participate_in_update_task
                 if self._call("participate_in_update_task", wants):
                     self._train()
-        return made_progress
 
     # -- steps --------------------------------------------------------------------------------
     def _call(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -243,7 +205,7 @@ class InternalParticipant(threading.Thread):
             return
         self._error_on_fetch_global_model = False
         with self._callback_lock:
-            if self._exit_event.is_set():
+            if self._loop.stopped:
                 return
             assert self._participant is not None
             user = self._participant
@@ -310,7 +272,7 @@ class InternalParticipant(threading.Thread):
             it securely (it is the participant's identity).
         """
         LOG.debug("stopping participant")
-        self._exit_event.set()
+        self._loop.stop()
         with self._callback_lock:
             state = self._xaynet_participant.save()
         LOG.debug("participant stopped")
@@ -338,10 +300,7 @@ def spawn_participant(
     scalar: float = 1.0,
     *,
     numpy: bool = False,
-    max_message_size: Optional[int] = None,
-    timeout: Timeout = DEFAULT_TIMEOUT,
-    verify: Verify = True,
-    cert: Cert = None,
+    **options: "Unpack[OptionFields]",
 ) -> InternalParticipant:
     """Start a participant thread running ``participant(*args, **kwargs)``; return its handle.
 
@@ -367,6 +326,8 @@ def spawn_participant(
         verify: Verify the coordinator's TLS certificate (True), not (False), or against this
             CA bundle (a path).
         cert: A client certificate for TLS: a PEM path, or ``(cert, key)`` paths.
+        **options: These four are the fields of :class:`~xaynet_sdk.driver.Options`, which
+            is built once here and shared by the participant and its transport.
 
     Raises:
         ParticipantInit: The URL, the scalar or an option is invalid.
@@ -382,10 +343,7 @@ def spawn_participant(
         state,
         scalar,
         numpy=numpy,
-        max_message_size=max_message_size,
-        timeout=timeout,
-        verify=verify,
-        cert=cert,
+        options=Options(**options),
     )
     internal._report_init_error = False
     internal.start()

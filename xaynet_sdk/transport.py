@@ -31,6 +31,7 @@ import requests
 from urllib3.util import SKIP_HEADER
 
 from ._logging import get_logger
+from .exceptions import XaynetError
 
 __all__ = [
     "ConnectFailed",
@@ -56,11 +57,11 @@ Verify = Union[bool, str]
 Cert = Union[None, str, tuple[str, str]]
 
 
-class InvalidUrl(ValueError):
+class InvalidUrl(XaynetError, ValueError):
     """The coordinator URL cannot be used (not http/https, no host, unparsable)."""
 
 
-class TransportError(Exception):
+class TransportError(XaynetError):
     """A request failed; ``kind`` groups failures for logging (one line per kind)."""
 
     kind = "request"

@@ -8,7 +8,7 @@ the exceptions through this module (``from xaynet_sdk import xaynet_sdk`` then
 from __future__ import annotations
 
 from ._logging import init_logging
-from .core import Participant
+from .driver import Participant
 from .exceptions import (
     CryptoInit,
     GlobalModelDataTypeMisMatch,

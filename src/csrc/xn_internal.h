@@ -1,4 +1,15 @@
-/* xn_internal.h: helpers shared by the C core's translation units; not part of the API. */
+/* xn_internal.h: what the C core's translation units share; not part of the API.
+ *
+ *   chacha.c   the ChaCha20 keystream (16, 8 or 4 lanes, chosen at run time)
+ *   sample.c   rejection sampling of mask numbers, mask derivation (docs/PROTOCOL.md 10)
+ *   encode.c   fixed-point encoding of weights and masking (docs/PROTOCOL.md 9)
+ *   arith.c    groups and modular vector arithmetic
+ *   x86.c      the AVX-512 kernels and the CPU feature checks that pick them
+ *   model.c    the global model's bincode conversion
+ *
+ * The multi-limb helpers, the sampler and the F32 kernel are here because more than one
+ * unit uses them.
+ */
 #ifndef XN_INTERNAL_H
 #define XN_INTERNAL_H
 
@@ -8,6 +19,10 @@
 
 #include "xaynet_native.h"
 
+/* Functions shared between the units but not part of the API: not exported from the shared
+ * library, so that calls between units are direct and nothing can interpose them. */
+#define XN_INTERNAL __attribute__((visibility("hidden")))
+
 #define XN_CHACHA_MAX_BATCH 1024 /* 16 lanes x 64 bytes */
 
 typedef struct {
@@ -16,9 +31,9 @@ typedef struct {
     int lanes;
 } xn_chacha;
 
-int xn_lanes(void);
-void xn_chacha_init(xn_chacha *c, const uint8_t *seed, uint64_t block);
-size_t xn_chacha_batch(xn_chacha *c, uint8_t *out);
+XN_INTERNAL int xn_lanes(void);
+XN_INTERNAL void xn_chacha_init(xn_chacha *c, const uint8_t *seed, uint64_t block);
+XN_INTERNAL size_t xn_chacha_batch(xn_chacha *c, uint8_t *out);
 
 /* ---- multi-limb unsigned arithmetic on little-endian uint64_t limbs ------------------- */
 typedef unsigned __int128 xn_u128;
@@ -132,5 +147,126 @@ static inline int mp_shl(uint64_t *out, size_t outn, const uint64_t *a, size_t a
     }
     return 0;
 }
+
+/* ---- groups (arith.c) ----------------------------------------------------------------- */
+#define XN_ORDER_LIMBS(g) (((g)->draw_bytes + 7) / 8)
+/* numbers sampled and encoded per step, on the stack */
+#define XN_BATCH 256
+
+XN_INTERNAL int xn_check_group(const xn_group *g);
+XN_INTERNAL void xn_add_mod_vec(uint64_t *acc, const uint64_t *x, size_t n,
+                                const xn_group *group);
+
+/* (a + b) mod order for one number of L limbs; a, b < order; out may alias a. */
+static inline void xn_add_mod_one(uint64_t *out, const uint64_t *a, const uint64_t *b,
+                                  const xn_group *g)
+{
+    size_t L = g->limbs;
+    uint64_t carry = mp_add(out, a, b, L);
+    if (carry || mp_cmp(out, L, g->order, XN_ORDER_LIMBS(g)) >= 0) mp_sub(out, out, g->order, L);
+}
+
+/* ---- the sampler: generate_integer over a buffered keystream (sample.c) ---------------- */
+#define XN_SAMPLER_CAP (2 * XN_CHACHA_MAX_BATCH + XN_MAX_DRAW_BYTES)
+
+typedef struct {
+    xn_chacha chacha;
+    size_t pos, len;         /* bytes of buf */
+    uint64_t word_pos;       /* words consumed from the PRNG, accepted or not */
+    uint64_t end_word;       /* no candidate starts at or past this word */
+    int exhausted;           /* buf holds every byte before end_word */
+    uint8_t buf[XN_SAMPLER_CAP + 16];
+} xn_sampler;
+
+XN_INTERNAL void xn_sampler_init_until(xn_sampler *s, const uint8_t *seed, uint64_t word_pos,
+                                       uint64_t end_word);
+XN_INTERNAL void xn_sampler_init(xn_sampler *s, const uint8_t *seed, uint64_t word_pos);
+XN_INTERNAL size_t xn_sample(xn_sampler *s, const xn_group *g, uint64_t *out, size_t want);
+
+/* ---- the F32 kernel of encode.c, also compiled for AVX-512 in x86.c --------------------- */
+/* The 64-bit path for F32 weights, written without branches so that the compiler turns the
+ * loop into vector code (variable shifts, 64-bit multiplies): encode, add the random
+ * numbers, reduce. Same results as encode_u64 in encode.c (the differential tests cover
+ * both). Every condition is an all-ones mask, and no constant is shifted by a lane-dependent
+ * amount: GCC 12 refuses to vectorize either. */
+typedef struct {
+    uint64_t a, e_shift, ae, two_ae, order, sm;
+    int64_t se;
+} xn_u64_params;
+
+#define XN_MASK(c) ((uint64_t)0 - (uint64_t)(c))
+#define XN_SEL(m, x, y) (((x) & (m)) | ((y) & ~(m)))
+
+static inline __attribute__((always_inline)) void xn_mask_f32_u64_kernel(
+    const float *restrict w, const uint64_t *restrict r, uint64_t *restrict out, size_t cnt,
+    const xn_u64_params *P)
+{
+    const uint64_t a = P->a, e_shift = P->e_shift, ae = P->ae, two_ae = P->two_ae;
+    const uint64_t order = P->order, sm = P->sm;
+    const int64_t se = P->se;
+    size_t k;
+    for (k = 0; k < cnt; k++) {
+        uint32_t b32;
+        uint64_t bits, neg, ef, frac, normal, m, pos, el, pl, over, tpos, far, sh, qs, q, low;
+        uint64_t p, ps, tneg, rneg, overn, clamped, t, rem, inside, v;
+        int64_t e;
+        memcpy(&b32, w + k, 4);
+        bits = b32;
+        neg = XN_MASK(bits >> 31);
+        ef = (bits >> 23) & 0xff;
+        frac = bits & 0x7fffff;
+        normal = XN_MASK(ef != 0);
+        m = (frac | (0x800000u & normal)) * sm;
+        e = (int64_t)(ef + (1 & ~normal)) - 150 + se; /* a subnormal has the exponent of ef=1 */
+        /* e >= 0: |v| = m << e, clamped when that overflows or exceeds A */
+        pos = XN_MASK(e >= 0);
+        el = (uint64_t)(e > 63 ? 63 : e) & pos;
+        pl = m << el;
+        over = XN_MASK(e > 63) | XN_MASK((pl >> el) != m) | XN_MASK(pl > a);
+        tpos = pl * e_shift;
+        /* e < 0: q = floor(|v|), t = floor(|v| * E), rem = whether a fraction was cut off */
+        far = XN_MASK(e < -63);
+        sh = (uint64_t)(e < -63 ? 63 : -e) & ~pos;
+        qs = m >> sh;
+        q = qs & ~far;
+        low = XN_SEL(far, m, m - (qs << sh));
+        p = m * e_shift;
+        ps = p >> sh;
+        tneg = ps & ~far;
+        rneg = XN_SEL(far, XN_MASK(p != 0), XN_MASK(p != (ps << sh))) & 1;
+        overn = XN_MASK(q > a) | (XN_MASK(q == a) & XN_MASK(low != 0));
+        clamped = XN_MASK(m != 0) & XN_SEL(pos, over, overn);
+        t = XN_SEL(pos, tpos, tneg);
+        rem = rneg & ~pos;
+        inside = XN_SEL(neg, ae - t - rem, ae + t);
+        v = XN_SEL(clamped, two_ae & ~neg, inside) + r[k];
+        out[k] = v - (order & XN_MASK(v >= order));
+    }
+}
+
+/* ---- x86 kernels and CPU feature checks (x86.c) ---------------------------------------- */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define XN_X86 1
+
+/* F64 weights, two-limb numbers, a power-of-two scalar: the constants of mask_f64_ifma. */
+typedef struct {
+    uint64_t ae_lo, ae_hi, two_ae_lo, two_ae_hi, order_lo, order_hi, e_odd;
+    int64_t s_base; /* -1075 + se + e_twos: s = ef + (ef == 0) + s_base */
+    double a, scale;
+} xn_f64_params;
+
+XN_INTERNAL size_t xn_scan8_avx512(const uint8_t *buf, size_t *pos, size_t len,
+                                   uint64_t keep, uint64_t order, uint64_t *out, size_t want);
+XN_INTERNAL size_t xn_scan12_vbmi(const uint8_t *buf, size_t *pos, size_t len, size_t k,
+                                  uint64_t order_lo, uint64_t order_hi, uint64_t *out,
+                                  size_t want);
+XN_INTERNAL void xn_mask_f32_u64_avx512(const float *w, const uint64_t *r, uint64_t *out,
+                                        size_t cnt, const xn_u64_params *P);
+XN_INTERNAL size_t xn_mask_f64_ifma(const double *w, const uint64_t *r, uint64_t *out,
+                                    size_t cnt, const xn_f64_params *P);
+XN_INTERNAL int xn_have_vbmi(void);
+XN_INTERNAL int xn_have_avx512dq(void);
+XN_INTERNAL int xn_have_ifma(void);
+#endif
 
 #endif /* XN_INTERNAL_H */

@@ -3,6 +3,7 @@
 Lengths, dtypes and contiguity are checked here, before any call, so the C code only ever
 sees buffers of the sizes it is told; C status codes become exceptions in ``_check``.
 Calls release the GIL (cffi's default in API mode), so masks can be derived on all cores.
+The only importer is ``xaynet_sdk.mask`` (and the tests and benchmarks of the C core).
 """
 
 from __future__ import annotations
@@ -14,22 +15,30 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ..exceptions import XaynetError
 from ._xaynet_native import ffi, lib
 
 __all__ = [
     "ConversionDiverges",
     "ConversionOutOfRange",
+    "Limbs",
     "MalformedInput",
+    "MaskConfig",
     "NativeError",
     "NonFiniteWeight",
     "add_mod",
     "chacha20_keystream",
+    "check_finite",
     "derive_masks_add",
     "draw",
+    "draw_add_until",
+    "draw_until",
+    "encode_add",
     "first_invalid",
     "mask_vector",
     "model_from_bincode",
     "sub_mod",
+    "unmask_to_bincode",
 ]
 
 Limbs = npt.NDArray[np.uint64]
@@ -54,8 +63,11 @@ class MaskConfig(Protocol):
     def __hash__(self) -> int: ...
 
 
-class NativeError(ValueError):
-    """A status code from the C core; subclasses name the cause."""
+class NativeError(XaynetError, ValueError):
+    """A status code from the C core; subclasses name the cause.
+
+    Only ``xaynet_sdk.mask`` sees these: it translates them into its own errors
+    (``xaynet_sdk.mask.errors``), so that no layer above it imports this module."""
 
     def __init__(self, message: str, index: "int | None" = None) -> None:
         super().__init__(message)

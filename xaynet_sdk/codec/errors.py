@@ -1,7 +1,8 @@
 """Exceptions of the codec layer.
 
 Everything the codec raises on bad input derives from :class:`CodecError`, itself a
-``ValueError``, so callers that only care "was this input usable?" can catch one class.
+``ValueError`` (and a :class:`~xaynet_sdk.exceptions.XaynetError`), so callers that only
+care "was this input usable?" can catch one class.
 The split matters to the layers above:
 
 * :class:`DecodeError` means *the bytes came from someone else and are unusable*
@@ -18,6 +19,8 @@ these errors is someone comparing a hex dump with docs/PROTOCOL.md.
 
 from __future__ import annotations
 
+from ..exceptions import XaynetError
+
 __all__ = [
     "CodecError",
     "DecodeError",
@@ -29,7 +32,7 @@ __all__ = [
 ]
 
 
-class CodecError(ValueError):
+class CodecError(XaynetError, ValueError):
     """Base class of every error raised by :mod:`xaynet_sdk.codec`."""
 
 

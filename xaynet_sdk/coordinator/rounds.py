@@ -27,10 +27,10 @@ from typing import Any, Optional
 import numpy as np
 import numpy.typing as npt
 
-from .. import _native
 from ..codec.bincode import encode_model
+from ..exceptions import XaynetError
 from ..mask.config import DataType
-from ..mask.masking import AggregationError
+from ..mask.errors import MaskError
 from ..mask.model import GlobalModelError, decode_global_model
 from .outcomes import Phase
 from .state import CoordinatorState, PublishedModel, Round, RoundRecord
@@ -41,7 +41,7 @@ __all__ = ["RoundDriver", "RoundFailed", "save_model_npy"]
 _log = logging.getLogger("xaynet_sdk.coordinator.rounds")
 
 
-class RoundFailed(Exception):
+class RoundFailed(XaynetError):
     """A round ends without a global model; ``kind`` is the key in ``stats["round_failures"]``."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -266,7 +266,7 @@ class RoundDriver:
             if data is None:
                 fractions = aggregation.unmask(mask)
                 data = encode_model((f.numerator, f.denominator) for f in fractions)
-        except (AggregationError, _native.NativeError) as e:
+        except MaskError as e:  # AggregationError, or the C core refused (translated)
             raise RoundFailed("unmask_failed", f"unmasking failed: {e}") from None
         return PublishedModel(current.round_id, data, fractions)
 

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Iterator
 
 from ._orders import ORDERS
+from .errors import InvalidMaskConfig
 
 __all__ = [
     "BoundType",
@@ -26,10 +27,6 @@ __all__ = [
     "ModelType",
     "all_configs",
 ]
-
-
-class InvalidMaskConfig(ValueError):
-    """A mask configuration code or name that the protocol does not define."""
 
 
 class _Coded(enum.IntEnum):

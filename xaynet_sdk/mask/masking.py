@@ -1,18 +1,15 @@
 """Masking, mask derivation, aggregation and unmasking (docs/PROTOCOL.md sections 9 and 11).
 
-Pure functions over seeds, arrays and mask objects. The per-weight work runs in the C core;
-what stays here is per-model: the scalar and the unit (one number each), and the checks.
+Functions over seeds, arrays and mask objects, whose results depend on nothing else. The
+per-weight work runs in the C core; what stays here is per-model: the scalar and the unit
+(one number each), the checks, and how a long model or many masks are split over threads
+(run by :mod:`.parallel`, which owns the threads). Errors are :mod:`.errors`' ones: the C
+core's are translated at the public functions here (:func:`.errors.native_errors`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import enum
 import math
-import os
-import queue
-import threading
-from concurrent.futures import Future, wait
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
@@ -21,7 +18,9 @@ import numpy.typing as npt
 
 from .. import _native
 from .config import MaskConfig, MaskConfigPair
+from .errors import AggregationError, AggregationErrorKind, native_errors
 from .objects import MaskObject, MaskUnit, MaskVect, limbs_to_ints
+from .parallel import in_parallel, usable_cores
 
 __all__ = [
     "Aggregation",
@@ -102,6 +101,7 @@ _WEIGHT_DTYPES = {
 }
 
 
+@native_errors()
 def mask_model(
     seed: bytes,
     configs: MaskConfigPair,
@@ -136,20 +136,9 @@ def mask_model(
     return MaskObject(MaskVect(vect_cfg, vect), MaskUnit.from_int(unit_cfg, unit))
 
 
-# Below this many weights a second thread saves nothing on the 2-core development VM
-# (10^5 weights: 0.86x to 1.04x, 1.5 * 10^5: 1.2x to 1.5x; benchmarks/run.py mask).
+# Below this many weights a second thread saves nothing (measured by `benchmarks/run.py
+# mask`; see the README's performance section).
 PARALLEL_MIN = 1 << 17
-
-
-def usable_cores_set() -> "set[int]":
-    """The CPUs this thread may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return set(os.sched_getaffinity(0))
-    return set(range(os.cpu_count() or 1))
-
-
-def usable_cores() -> int:
-    return len(usable_cores_set())
 
 
 def _mask_vector_split(
@@ -203,7 +192,7 @@ def _mask_vector_split(
     def second_part() -> None:
         _native.draw_until(seed, split_word, None, config, second)
 
-    _in_parallel([first_part, second_part])
+    in_parallel([first_part, second_part])
     end, in_gap = first_end
     mid = low + in_gap
     _native.encode_add(config, mantissa, exponent, weights[low:mid], gap[:in_gap], out[low:mid])
@@ -224,99 +213,11 @@ def _mask_vector_split(
             config, mantissa, exponent, weights[half:], second[half - mid : n - mid], out[half:]
         )
 
-    _in_parallel([encode_first, encode_second])
+    in_parallel([encode_first, encode_second])
     return out
 
 
-class _Helper:
-    """A kept thread that runs the tasks it is given; its thread id lets the caller keep it
-    off the caller's CPU (see :func:`_in_parallel`)."""
-
-    def __init__(self, name: str) -> None:
-        self.tasks: "queue.SimpleQueue[tuple[Callable[[], None], Future[None]]]" = (
-            queue.SimpleQueue()
-        )
-        self.cpus: "set[int] | None" = None
-        ready = threading.Event()
-        self.tid = 0
-
-        def run() -> None:
-            self.tid = threading.get_native_id()
-            ready.set()
-            while True:
-                task, done = self.tasks.get()
-                try:
-                    task()
-                except BaseException as e:  # noqa: BLE001 - handed to the caller
-                    done.set_exception(e)
-                else:
-                    done.set_result(None)
-
-        threading.Thread(target=run, name=name, daemon=True).start()
-        ready.wait()
-
-    def submit(self, task: Callable[[], None]) -> "Future[None]":
-        done: Future[None] = Future()
-        self.tasks.put((task, done))
-        return done
-
-
-_helpers: "tuple[int, list[_Helper]]" = (0, [])
-_helpers_lock = threading.Lock()
-try:
-    _sched_getcpu: "Callable[[], int] | None" = ctypes.CDLL(None).sched_getcpu
-except (AttributeError, OSError, TypeError):  # not glibc/Linux
-    _sched_getcpu = None
-
-
-def _keep_off_this_cpu(helpers: "list[_Helper]") -> None:
-    """Let the helpers run on any usable CPU but this thread's.
-
-    On a 2-core machine Linux often wakes a helper on the CPU of the thread that woke it,
-    which goes on computing there, and moves it to the idle CPU only milliseconds later:
-    after a pause (a participant waiting for the next phase) two masks of 10^5 numbers then
-    took 9 to 11 ms on two threads, more than on one. The caller's own affinity is left
-    alone; this is Linux only, and any refusal is ignored."""
-    if _sched_getcpu is None or not hasattr(os, "sched_setaffinity"):
-        return
-    try:
-        cpus = usable_cores_set() - {_sched_getcpu()}
-        if not cpus:
-            return
-        for helper in helpers:
-            if helper.cpus != cpus:
-                os.sched_setaffinity(helper.tid, cpus)
-                helper.cpus = cpus
-    except OSError:
-        pass
-
-
-def _in_parallel(tasks: "Sequence[Callable[[], None]]") -> None:
-    """Run the first task on this thread and the others on kept helper threads; raise what
-    any raised, once all are done (they share buffers).
-
-    Kept threads, because a new one costs about 0.25 ms to start and, like a woken one,
-    first queues behind this thread on its CPU (see :func:`_keep_off_this_cpu`)."""
-    global _helpers
-    others: "list[Future[None]]" = []
-    if len(tasks) > 1:
-        with _helpers_lock:
-            if _helpers[0] != os.getpid():  # a forked child has no helper threads
-                _helpers = (os.getpid(), [])
-            pool = _helpers[1]
-            while len(pool) < len(tasks) - 1:
-                pool.append(_Helper(f"xaynet_sdk.mask-{len(pool) + 1}"))
-            helpers = pool[: len(tasks) - 1]
-            _keep_off_this_cpu(helpers)
-        others = [helper.submit(task) for helper, task in zip(helpers, tasks[1:])]
-    try:
-        tasks[0]()
-    finally:
-        wait(others)
-    for done in others:
-        done.result()
-
-
+@native_errors()
 def derive_mask(seed: bytes, n: int, configs: MaskConfigPair) -> MaskObject:
     """The mask an update participant added with ``seed``: what a sum participant re-derives."""
     r_unit, word_pos = _native.draw(seed, 0, configs.unit, 1)
@@ -324,6 +225,7 @@ def derive_mask(seed: bytes, n: int, configs: MaskConfigPair) -> MaskObject:
     return MaskObject(MaskVect(configs.vect, vect), MaskUnit(configs.unit, r_unit[0]))
 
 
+@native_errors()
 def sum_masks(
     seeds: Sequence[bytes], n: int, configs: MaskConfigPair, threads: "int | None" = None
 ) -> MaskObject:
@@ -352,7 +254,7 @@ def sum_masks(
             parts[i], configs.vect, configs.unit, n, vects[i], units[i]
         )
 
-    _in_parallel([work(i) for i in range(threads)])
+    in_parallel([work(i) for i in range(threads)])
     for i in range(1, threads):
         _native.add_mod(vects[0], vects[i], configs.vect)
         _native.add_mod(units[0].reshape(1, -1), units[i].reshape(1, -1), configs.unit)
@@ -361,8 +263,7 @@ def sum_masks(
 
 def _zeros(n: int, config: MaskConfig, touch: bool) -> npt.NDArray[np.uint64]:
     """An accumulator of n zeros. ``touch``: write them here, because first writes to fresh
-    pages from two threads at once cost far more than from one (here two masks of 10^5
-    numbers took 10.5 ms with fresh accumulators against 6.8 ms with written ones)."""
+    pages from two threads at once cost far more than from one (README, performance)."""
     if not touch:
         return np.zeros((n, config.limbs), dtype=np.uint64)
     acc = np.empty((n, config.limbs), dtype=np.uint64)
@@ -406,7 +307,7 @@ def _sum_masks_in_halves(
             _native.derive_masks_add(parts[1], vect_cfg, unit_cfg, n, vects[1], units[1])
         second_end[:] = _native.draw_until(last, split_word, None, vect_cfg, second)
 
-    _in_parallel([first_part, second_part])
+    in_parallel([first_part, second_part])
     acc, unit = vects[0], units[0].reshape(1, -1)
     _native.add_mod(unit, r_unit, unit_cfg)
     drawn = first_end[0]
@@ -419,20 +320,6 @@ def _sum_masks_in_halves(
     _native.add_mod(acc, vects[1], vect_cfg)
     _native.add_mod(unit, units[1].reshape(1, -1), unit_cfg)
     return MaskObject(MaskVect(vect_cfg, acc), MaskUnit(unit_cfg, units[0]))
-
-
-class AggregationErrorKind(enum.Enum):
-    MODEL_MISMATCH = "the vector's configuration or length differs from the aggregation's"
-    SCALAR_MISMATCH = "the unit's configuration differs from the aggregation's"
-    TOO_MANY_MODELS = "the configuration's model type allows no more models"
-    INVALID_OBJECT = "a number is not below the group order"
-    NO_MODELS = "nothing was aggregated"
-
-
-class AggregationError(ValueError):
-    def __init__(self, kind: AggregationErrorKind, detail: str = "") -> None:
-        super().__init__(kind.value + (f": {detail}" if detail else ""))
-        self.kind = kind
 
 
 class Aggregation:
@@ -470,6 +357,7 @@ class Aggregation:
         if not obj.is_valid():
             raise AggregationError(AggregationErrorKind.INVALID_OBJECT)
 
+    @native_errors()
     def aggregate(self, obj: MaskObject) -> None:
         """Add ``obj`` (validated by the caller, as in the original)."""
         if self.nb_models == 0:
@@ -504,11 +392,13 @@ class Aggregation:
         if not mask.is_valid():
             raise AggregationError(AggregationErrorKind.INVALID_OBJECT, "mask")
 
+    @native_errors()
     def unmask(self, mask: MaskObject) -> list[Fraction]:
         """The global model: the scalar-weighted mean of the aggregated models, exactly."""
         self.validate_unmasking(mask)
         return unmask(self._object, mask, self.nb_models)
 
+    @native_errors()
     def unmask_to_bincode(self, mask: MaskObject) -> "bytes | None":
         """The global model's wire form via the C path, or None (then use ``unmask``)."""
         self.validate_unmasking(mask)
@@ -525,6 +415,7 @@ def _scalar_sum(masked: MaskObject, mask: MaskObject, nb_models: int) -> Fractio
     return scalar_sum
 
 
+@native_errors()
 def unmask_to_bincode(masked: MaskObject, mask: MaskObject, nb_models: int) -> "bytes | None":
     """The global model straight to its wire form, in C, or None where that path does not apply.
 
@@ -547,6 +438,7 @@ def unmask_to_bincode(masked: MaskObject, mask: MaskObject, nb_models: int) -> "
         return None
 
 
+@native_errors()
 def unmask(masked: MaskObject, mask: MaskObject, nb_models: int) -> list[Fraction]:
     """``(masked - mask) mod order``, unshifted, unscaled and divided by the scalar sum.
 

@@ -1,5 +1,4 @@
-"""The global model from the wire (bincode ``Vec<Ratio<BigInt>>``) to numbers
-(docs/PROTOCOL.md 8.3).
+"""The global model off the wire (bincode ``Vec<Ratio<BigInt>>``) to numbers, docs/PROTOCOL.md 8.3.
 
 The coordinator encodes exact fractions with ``codec.bincode.encode_model``; a participant
 converts them to the round's data type the way the original does, in C, without one Python
@@ -14,22 +13,9 @@ import numpy.typing as npt
 
 from .. import _native
 from .config import DataType
+from .errors import GlobalModelError
 
 __all__ = ["GlobalModelError", "decode_global_model"]
-
-
-class GlobalModelError(ValueError):
-    """The global model cannot be decoded, or does not fit the data type.
-
-    ``malformed`` is True for bytes that are not a model at all (the original raises
-    ``GlobalModelUnavailable``), False for a weight that does not convert (the original
-    raises ``GlobalModelDataTypeMisMatch``, or loops forever where the quotient is infinite).
-    """
-
-    def __init__(self, message: str, malformed: bool, index: "int | None" = None) -> None:
-        super().__init__(message)
-        self.malformed = malformed
-        self.index = index
 
 
 def decode_global_model(data: bytes, data_type: DataType) -> npt.NDArray[Any]:

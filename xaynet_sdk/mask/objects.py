@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _native
-from .config import InvalidMaskConfig, MaskConfig, MaskConfigPair
+from .config import MaskConfig, MaskConfigPair
+from .errors import InvalidMaskConfig, MaskObjectError
 
 __all__ = [
     "MaskObject",
@@ -29,10 +30,6 @@ __all__ = [
 ]
 
 Limbs = npt.NDArray[np.uint64]
-
-
-class MaskObjectError(ValueError):
-    """Malformed mask object bytes, or a mask object that does not fit its configuration."""
 
 
 def ints_to_limbs(values: "list[int] | tuple[int, ...]", limbs: int) -> Limbs:

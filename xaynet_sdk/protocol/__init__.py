@@ -3,10 +3,13 @@
 * :mod:`.state`: the state dataclasses, events, requests, responses, transitions;
 * one module per phase: :mod:`.new_round`, :mod:`.awaiting`, :mod:`.sum`, :mod:`.update`,
   :mod:`.sum2`, :mod:`.sending`;
+* :mod:`.phases`: the phase table, and how to add a phase;
 * :mod:`.machine`: the tick structure (params check, then one phase step);
 * :mod:`.local_model`: user values to the round's data type and back (docs/PROTOCOL.md 8.2);
-* :mod:`.saved`: the versioned msgpack saved state; :mod:`.original_state` reads the
-  original participant's bincode state.
+* :mod:`.outbox`: a composed payload into the Sending phase;
+* :mod:`.saved`: the versioned msgpack saved state (each phase saves its own fields with
+  :mod:`.saved_fields`); :mod:`.original_state` reads the original participant's bincode
+  state.
 """
 
 from .machine import entry_events, new_state, next_request, on_params, step, with_local_model
@@ -19,6 +22,7 @@ from .state import (
     NewRound,
     ParticipantState,
     Phase,
+    PhaseSpec,
     PostMessage,
     Request,
     Response,
@@ -40,6 +44,7 @@ __all__ = [
     "NewRound",
     "ParticipantState",
     "Phase",
+    "PhaseSpec",
     "PostMessage",
     "Request",
     "Response",

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from .state import Awaiting, ParticipantState, Transition
+from typing import Optional
 
-__all__ = ["step"]
+from .state import Awaiting, Event, ParticipantState, PhaseSpec, Response, Transition, emits
+
+__all__ = ["PHASE", "step"]
 
 
-def step(state: ParticipantState) -> Transition:
+def step(state: ParticipantState, response: Optional[Response] = None) -> Transition:
     assert isinstance(state.phase, Awaiting)
     return Transition(state, False)
+
+
+PHASE = PhaseSpec(Awaiting, "awaiting", step, entry_events=emits(Event.IDLE))

@@ -9,7 +9,8 @@ The caller (the participant core) drives it like the original's ``tick()``:
 2. otherwise ask :func:`next_request` what the phase needs (``GET /sums``, ``GET /seeds``,
    ``POST /message`` or nothing), perform it, and pass the answer to :func:`step`.
 
-No function here does I/O; they only compute.
+No function here does I/O; they only compute. Each phase's behaviour is found in the
+phase table (:mod:`.phases`, which also says how to add a phase).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Optional
 
 from ..codec.bincode import RoundParameters
 from ..codec.crypto import SigningKeyPair
-from . import awaiting, new_round, sending, sum, sum2, update
+from .phases import spec_of
 from .state import (
     Awaiting,
     Event,
@@ -28,12 +29,8 @@ from .state import (
     ParticipantState,
     Request,
     Response,
-    Sending,
     SharedState,
-    Sum,
-    Sum2,
     Transition,
-    Update,
     dummy_round_parameters,
 )
 
@@ -58,18 +55,7 @@ def new_state(
 
 def entry_events(state: ParticipantState) -> tuple[Event, ...]:
     """The events of entering the state's phase, as the original emits them on restore."""
-    phase = state.phase
-    if isinstance(phase, NewRound):
-        return (Event.NEW_ROUND,)
-    if isinstance(phase, Awaiting):
-        return (Event.IDLE,)
-    if isinstance(phase, Sum):
-        return (Event.SUM,)
-    if isinstance(phase, Update):
-        if phase.has_loaded_model() or state.local_model is not None:
-            return (Event.UPDATE,)
-        return (Event.UPDATE, Event.LOAD_MODEL)
-    return ()
+    return spec_of(state.phase).entry_events(state)
 
 
 def on_params(state: ParticipantState, params: Optional[RoundParameters]) -> Optional[Transition]:
@@ -84,37 +70,20 @@ def on_params(state: ParticipantState, params: Optional[RoundParameters]) -> Opt
 
 def next_request(state: ParticipantState) -> Optional[Request]:
     """What the current phase's step needs fetched or sent first, if anything."""
-    phase = state.phase
-    if isinstance(phase, Update):
-        return update.request(state)
-    if isinstance(phase, Sum2):
-        return sum2.request(state)
-    if isinstance(phase, Sending):
-        return sending.request(state)
-    return None
+    return spec_of(state.phase).request(state)
 
 
 def has_request(state: ParticipantState) -> bool:
     """Whether :func:`next_request` has something (cheap: a message is not sealed for it)."""
-    if isinstance(state.phase, Sending):
-        return sending.has_request(state)
-    return next_request(state) is not None
+    spec = spec_of(state.phase)
+    if spec.has_request is not None:
+        return spec.has_request(state)
+    return spec.request(state) is not None
 
 
 def step(state: ParticipantState, response: Optional[Response] = None) -> Transition:
     """The current phase's step, given the response to :func:`next_request` (if any)."""
-    phase = state.phase
-    if isinstance(phase, NewRound):
-        return new_round.step(state)
-    if isinstance(phase, Awaiting):
-        return awaiting.step(state)
-    if isinstance(phase, Sum):
-        return sum.step(state)
-    if isinstance(phase, Update):
-        return update.step(state, response)
-    if isinstance(phase, Sum2):
-        return sum2.step(state, response)
-    return sending.step(state, response)
+    return spec_of(state.phase).step(state, response)
 
 
 def with_local_model(state: ParticipantState, model: Optional[LocalModel]) -> ParticipantState:

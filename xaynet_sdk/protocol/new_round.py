@@ -1,5 +1,4 @@
-"""NewRound: decide this round's task from the round seed signatures
-(docs/PROTOCOL.md 1.2, 4.4, 4.5).
+"""NewRound: decide the round's task from the round seed signatures (docs/PROTOCOL.md 1.2, 4.4-4.5).
 
 Sum has priority: a sum-eligible participant never checks the update signature. The
 events are those of the original's phase entries: ``sum``; ``update`` then ``load_model``
@@ -9,15 +8,27 @@ events are those of the original's phase entries: ``sum``; ``update`` then ``loa
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Optional
 
 from ..codec.crypto import EncryptKeyPair, sum_signature, update_signature
 from ..codec.eligibility import is_eligible
-from .state import Awaiting, Event, NewRound, ParticipantState, Sum, Transition, Update
+from .state import (
+    Awaiting,
+    Event,
+    NewRound,
+    ParticipantState,
+    PhaseSpec,
+    Response,
+    Sum,
+    Transition,
+    Update,
+    emits,
+)
 
-__all__ = ["step"]
+__all__ = ["PHASE", "step"]
 
 
-def step(state: ParticipantState) -> Transition:
+def step(state: ParticipantState, response: Optional[Response] = None) -> Transition:
     """One NewRound step: always progress, into Sum, Update or Awaiting."""
     assert isinstance(state.phase, NewRound)
     shared = state.shared
@@ -33,3 +44,6 @@ def step(state: ParticipantState) -> Transition:
             replace(state, phase=update_phase), True, (Event.UPDATE, Event.LOAD_MODEL)
         )
     return Transition(replace(state, phase=Awaiting()), True, (Event.IDLE,))
+
+
+PHASE = PhaseSpec(NewRound, "new_round", step, entry_events=emits(Event.NEW_ROUND))

@@ -9,54 +9,25 @@ moves on: SendingSum → Sum2 (no event), SendingUpdate and SendingSum2 → Awai
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional
+from typing import Any, Optional
 
 from ..codec.crypto import seal
-from ..codec.multipart import MessageEncoder
+from . import sum2
+from .outbox import encoder, start_sending
+from .saved_fields import InvalidState, field
 from .state import (
     Awaiting,
     Event,
     ParticipantState,
+    PhaseSpec,
     PostMessage,
     Response,
     Sending,
     SendingKind,
-    SharedState,
-    Sum2,
     Transition,
 )
 
-__all__ = ["encoder", "has_request", "request", "start_sending", "step"]
-
-
-def start_sending(
-    shared: SharedState, kind: SendingKind, data: bytes, then: Optional[Sum2] = None
-) -> Sending:
-    """The Sending phase for a serialized payload, split as ``shared.max_message_size`` says."""
-    enc = MessageEncoder(
-        shared.keys, shared.round_params.pk, data, kind.tag, shared.max_message_size
-    )
-    return Sending(
-        kind=kind,
-        data=data,
-        payload_size=enc.max_payload_size if enc.is_multipart else 0,
-        message_id=enc.message_id,
-        then=then,
-    )
-
-
-def encoder(shared: SharedState, phase: Sending) -> MessageEncoder:
-    """The message encoder of a Sending phase (rebuilt on demand: it is pure data)."""
-    if phase.payload_size == 0 or phase.message_id is None:
-        return MessageEncoder(shared.keys, shared.round_params.pk, phase.data, phase.kind.tag)
-    return MessageEncoder.from_multipart_state(
-        shared.keys,
-        shared.round_params.pk,
-        phase.data,
-        phase.kind.tag,
-        phase.payload_size,
-        phase.message_id,
-    )
+__all__ = ["PHASE", "encoder", "has_request", "request", "start_sending", "step"]
 
 
 def has_request(state: ParticipantState) -> bool:
@@ -100,3 +71,47 @@ def step(state: ParticipantState, response: Optional[Response]) -> Transition:
     return Transition(
         replace(state, phase=replace(phase, next_index=next_index, failed=req.body)), False
     )
+
+
+def _dump(phase: Sending) -> dict[str, Any]:
+    then = None if phase.then is None else {"name": sum2.PHASE.name, **sum2.dump(phase.then)}
+    return {
+        "kind": phase.kind.value,
+        "data": phase.data,
+        "payload_size": phase.payload_size,
+        "message_id": phase.message_id,
+        "next_index": phase.next_index,
+        "failed": phase.failed,
+        "then": then,
+    }
+
+
+def _load(doc: dict[Any, Any], where: str) -> Sending:
+    kind_name = field(doc, "kind", str, where)
+    try:
+        kind = SendingKind(kind_name)
+    except ValueError:
+        raise InvalidState(f"{where}: unknown message kind {kind_name!r}") from None
+    then_doc = doc.get("then")
+    then = None if then_doc is None else sum2.load(then_doc, f"{where} then")
+    if (kind is SendingKind.SUM) != (then is not None):
+        raise InvalidState(f"{where}: only a sum message continues with sum2")
+    payload_size = field(doc, "payload_size", int, where)
+    message_id = field(doc, "message_id", int, where, optional=True)
+    next_index = field(doc, "next_index", int, where)
+    if payload_size < 0 or next_index < 0 or (payload_size and message_id is None):
+        raise InvalidState(f"{where}: inconsistent multipart fields")
+    return Sending(
+        kind=kind,
+        data=field(doc, "data", bytes, where),
+        payload_size=payload_size,
+        message_id=message_id,
+        next_index=next_index,
+        failed=field(doc, "failed", bytes, where, optional=True),
+        then=then,
+    )
+
+
+PHASE = PhaseSpec(
+    Sending, "sending", step, request=request, has_request=has_request, dump=_dump, load=_load
+)

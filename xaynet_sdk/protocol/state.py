@@ -8,14 +8,16 @@ The steps never do I/O; they say what they need next with a :class:`Request`.
 
 The phases follow the original Rust state machine (xaynet-sdk v0.11.0, docs/PROTOCOL.md 12.2):
 NewRound, Awaiting, Sum, Update, Sum2 and the three Sending phases (one dataclass here,
-:class:`Sending`, with its :class:`SendingKind`).
+:class:`Sending`, with its :class:`SendingKind`). Every phase's data derives from
+:class:`Phase`; its behaviour is a :class:`PhaseSpec` in the phase's module, found through
+the table in :mod:`.phases`.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +37,7 @@ __all__ = [
     "NewRound",
     "ParticipantState",
     "Phase",
+    "PhaseSpec",
     "PostMessage",
     "Request",
     "Response",
@@ -77,18 +80,23 @@ class SharedState:
 # ---------------------------------------------------------------------------------------------
 
 
+class Phase:
+    """Base of the phases' data (frozen dataclasses); a plain class so that it adds no fields,
+    no equality and no hash to them."""
+
+
 @dataclass(frozen=True)
-class NewRound:
+class NewRound(Phase):
     """Fresh round parameters were fetched; the next step decides the task."""
 
 
 @dataclass(frozen=True)
-class Awaiting:
+class Awaiting(Phase):
     """No task (or the task is done) until the round parameters change."""
 
 
 @dataclass(frozen=True)
-class Sum:
+class Sum(Phase):
     """Selected for the sum task: the ephemeral key pair is generated, the message not yet built."""
 
     ephm_keys: EncryptKeyPair
@@ -96,7 +104,7 @@ class Sum:
 
 
 @dataclass(frozen=True, eq=False)
-class Update:
+class Update(Phase):
     """Selected for the update task. Sub-steps fill the fields in order, one per tick:
 
     ``sum_dict`` (``GET /sums``) → ``model`` (taken from the store) → ``mask`` (seed and
@@ -124,7 +132,7 @@ class Update:
 
 
 @dataclass(frozen=True, eq=False)
-class Sum2:
+class Sum2(Phase):
     """The sum participant after its Sum message: ``GET /seeds`` → decrypt → aggregate → compose."""
 
     ephm_keys: EncryptKeyPair
@@ -156,7 +164,7 @@ class SendingKind(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Sending:
+class Sending(Phase):
     """Sending one message, whole or in chunks, one POST per tick.
 
     ``data`` is the serialized payload; ``payload_size`` is 0 for a single message, else the
@@ -173,9 +181,6 @@ class Sending:
     next_index: int = 0
     failed: Optional[bytes] = field(default=None, repr=False)
     then: Optional[Sum2] = None
-
-
-Phase = Union[NewRound, Awaiting, Sum, Update, Sum2, Sending]
 
 
 @dataclass(frozen=True, eq=False)
@@ -268,3 +273,52 @@ class Transition:
 def model_array(values: "npt.ArrayLike", dtype: str) -> LocalModel:
     """A contiguous 1-d array of ``dtype`` (for tests and restoring)."""
     return np.ascontiguousarray(np.asarray(values, dtype=dtype).reshape(-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# What a phase module provides
+# ---------------------------------------------------------------------------------------------
+
+
+def no_request(state: ParticipantState) -> Optional[Request]:
+    """The request of a phase whose steps are all local."""
+    return None
+
+
+def no_events(state: ParticipantState) -> tuple[Event, ...]:
+    """The entry events of a phase that the original enters silently."""
+    return ()
+
+
+def emits(*events: Event) -> Callable[[ParticipantState], tuple[Event, ...]]:
+    """Entry events that do not depend on the state."""
+    return lambda state: events
+
+
+def no_fields(phase: Phase) -> dict[str, Any]:
+    """The saved fields of a phase that has none."""
+    return {}
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One phase's behaviour, as its module exports it (``PHASE``); see :mod:`.phases`.
+
+    ``kind`` is the phase's data class and ``name`` its name in the saved state. ``step``
+    computes the next transition from the response to ``request`` (None when the request
+    is None); ``has_request`` answers "is there a request?" cheaply (default: ``request``
+    is not None); ``entry_events`` are the events of entering the phase, emitted again on
+    restore. ``dump`` gives the phase's fields for the saved state (a dict of msgpack
+    values, without the name) and ``load`` reads them back (raising
+    :class:`~.saved_fields.InvalidState`; ``where`` names the place in error messages);
+    a phase without fields needs neither (``load`` None: ``kind()``).
+    """
+
+    kind: type[Phase]
+    name: str
+    step: Callable[[ParticipantState, Optional[Response]], Transition]
+    request: Callable[[ParticipantState], Optional[Request]] = no_request
+    has_request: Optional[Callable[[ParticipantState], bool]] = None
+    entry_events: Callable[[ParticipantState], tuple[Event, ...]] = no_events
+    dump: Callable[[Any], dict[str, Any]] = no_fields
+    load: Optional[Callable[[dict[Any, Any], str], Phase]] = None

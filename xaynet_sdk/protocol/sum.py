@@ -6,15 +6,27 @@ After the message is sent the participant continues in Sum2 with the same epheme
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, Optional
 
 from ..codec.message import SumPayload
-from .sending import start_sending
-from .state import ParticipantState, SendingKind, Sum, Sum2, Transition
+from .outbox import start_sending
+from .saved_fields import ephm_keys, exact
+from .state import (
+    Event,
+    ParticipantState,
+    PhaseSpec,
+    Response,
+    SendingKind,
+    Sum,
+    Sum2,
+    Transition,
+    emits,
+)
 
-__all__ = ["step"]
+__all__ = ["PHASE", "step"]
 
 
-def step(state: ParticipantState) -> Transition:
+def step(state: ParticipantState, response: Optional[Response] = None) -> Transition:
     """Always progress: Sum → SendingSum (no event, as in the original)."""
     phase = state.phase
     assert isinstance(phase, Sum)
@@ -22,3 +34,18 @@ def step(state: ParticipantState) -> Transition:
     then = Sum2(ephm_keys=phase.ephm_keys, sum_signature=phase.sum_signature)
     sending = start_sending(state.shared, SendingKind.SUM, payload.to_bytes(), then)
     return Transition(replace(state, phase=sending), True)
+
+
+def _dump(phase: Sum) -> dict[str, Any]:
+    return {
+        "ephm_public": phase.ephm_keys.public,
+        "ephm_secret": phase.ephm_keys.secret,
+        "sum_signature": phase.sum_signature,
+    }
+
+
+def _load(doc: dict[Any, Any], where: str) -> Sum:
+    return Sum(ephm_keys(doc, where), exact(doc, "sum_signature", 64, where))
+
+
+PHASE = PhaseSpec(Sum, "sum", step, entry_events=emits(Event.SUM), dump=_dump, load=_load)

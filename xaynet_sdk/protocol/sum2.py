@@ -13,7 +13,7 @@ One sub-step per tick, each one progress (docs/PROTOCOL.md 1.4, 11.2, 12.2):
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional
+from typing import Any, Optional
 
 from .._logging import get_logger
 from ..codec.bincode import decode_update_seed_dict
@@ -21,19 +21,29 @@ from ..codec.crypto import open_sealed
 from ..codec.errors import DecodeError
 from ..codec.message import Sum2Payload
 from ..mask.masking import sum_masks
-from .sending import start_sending
+from .outbox import start_sending
+from .saved_fields import (
+    InvalidState,
+    dump_pairs,
+    ephm_keys,
+    exact,
+    field,
+    load_mask,
+    pair_dict,
+)
 from .state import (
     Awaiting,
     Event,
     FetchSeeds,
     ParticipantState,
+    PhaseSpec,
     Response,
     SendingKind,
     Sum2,
     Transition,
 )
 
-__all__ = ["request", "step"]
+__all__ = ["PHASE", "dump", "load", "request", "step"]
 
 _log = get_logger("protocol")
 
@@ -118,3 +128,34 @@ def _compose(state: ParticipantState, phase: Sum2) -> Transition:
     payload = Sum2Payload(phase.sum_signature, phase.mask)
     sending = start_sending(state.shared, SendingKind.SUM2, payload.to_bytes())
     return Transition(replace(state, phase=sending), True)
+
+
+def dump(phase: Sum2) -> dict[str, Any]:
+    """The saved fields of a Sum2 phase (also those of a SendingSum's ``then``)."""
+    return {
+        "ephm_public": phase.ephm_keys.public,
+        "ephm_secret": phase.ephm_keys.secret,
+        "sum_signature": phase.sum_signature,
+        "seed_dict": dump_pairs(phase.seed_dict),
+        "seeds": None if phase.seeds is None else list(phase.seeds),
+        "mask": None if phase.mask is None else phase.mask.to_bytes(),
+    }
+
+
+def load(doc: Any, where: str) -> Sum2:
+    """A Sum2 phase from :func:`dump`'s fields."""
+    if not isinstance(doc, dict):
+        raise InvalidState(f"{where}: not a map")
+    seeds = field(doc, "seeds", list, where, optional=True)
+    if seeds is not None and not all(isinstance(s, bytes) and len(s) == 32 for s in seeds):
+        raise InvalidState(f"{where}: malformed mask seeds")
+    return Sum2(
+        ephm_keys=ephm_keys(doc, where),
+        sum_signature=exact(doc, "sum_signature", 64, where),
+        seed_dict=pair_dict(doc, "seed_dict", 80, where),
+        seeds=None if seeds is None else tuple(seeds),
+        mask=load_mask(field(doc, "mask", bytes, where, optional=True), where),
+    )
+
+
+PHASE = PhaseSpec(Sum2, "sum2", step, request=request, dump=dump, load=load)

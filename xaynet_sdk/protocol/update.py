@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
-from typing import Optional
+from typing import Any, Optional
 
 from .._logging import get_logger
 from ..codec.bincode import decode_sum_dict
@@ -25,18 +25,29 @@ from ..codec.crypto import seal
 from ..codec.errors import DecodeError
 from ..codec.message import UpdatePayload
 from ..mask.masking import clamp_scalar, count_clamped, mask_model
-from .sending import start_sending
+from .outbox import start_sending
+from .saved_fields import (
+    InvalidState,
+    dump_model,
+    dump_pairs,
+    exact,
+    field,
+    load_mask,
+    load_model,
+    pair_dict,
+)
 from .state import (
     Event,
     FetchSums,
     ParticipantState,
+    PhaseSpec,
     Response,
     SendingKind,
     Transition,
     Update,
 )
 
-__all__ = ["request", "step"]
+__all__ = ["PHASE", "request", "step"]
 
 _log = get_logger("protocol")
 
@@ -134,3 +145,43 @@ def _compose(state: ParticipantState, phase: Update) -> Transition:
     )
     sending = start_sending(state.shared, SendingKind.UPDATE, payload.to_bytes())
     return Transition(replace(state, phase=sending), True)
+
+
+def _entry_events(state: ParticipantState) -> tuple[Event, ...]:
+    phase = state.phase
+    assert isinstance(phase, Update)
+    if phase.has_loaded_model() or state.local_model is not None:
+        return (Event.UPDATE,)
+    return (Event.UPDATE, Event.LOAD_MODEL)
+
+
+def _dump(phase: Update) -> dict[str, Any]:
+    return {
+        "sum_signature": phase.sum_signature,
+        "update_signature": phase.update_signature,
+        "sum_dict": dump_pairs(phase.sum_dict),
+        "model": dump_model(phase.model),
+        "mask_seed": None if phase.mask is None else phase.mask[0],
+        "masked_model": None if phase.mask is None else phase.mask[1].to_bytes(),
+        "seed_dict": dump_pairs(phase.seed_dict),
+    }
+
+
+def _load(doc: dict[Any, Any], where: str) -> Update:
+    seed = exact(doc, "mask_seed", 32, where, optional=True)
+    masked = load_mask(field(doc, "masked_model", bytes, where, optional=True), where)
+    if (seed is None) != (masked is None):
+        raise InvalidState(f"{where}: mask seed and masked model must be saved together")
+    return Update(
+        sum_signature=exact(doc, "sum_signature", 64, where),
+        update_signature=exact(doc, "update_signature", 64, where),
+        sum_dict=pair_dict(doc, "sum_dict", 32, where),
+        model=load_model(doc.get("model"), where),
+        mask=None if seed is None or masked is None else (seed, masked),
+        seed_dict=pair_dict(doc, "seed_dict", 80, where),
+    )
+
+
+PHASE = PhaseSpec(
+    Update, "update", step, request=request, entry_events=_entry_events, dump=_dump, load=_load
+)

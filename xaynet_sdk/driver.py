@@ -1,4 +1,16 @@
-"""The synchronous participant: the state machine driven over the transport, one tick at a time.
+"""The participant's I/O driver: the state machine run over the transport, tick by tick.
+
+Layer: above :mod:`.protocol` (pure steps, no I/O) and :mod:`.transport` (HTTP), below the
+public APIs (:mod:`.participant`, :mod:`.async_participant`), which both run on what is here:
+
+* :class:`Options`: the connection options (``max_message_size``, ``timeout``, ``verify``,
+  ``cert``, ``transport``), one frozen value built once by ``spawn_*``. A new option is one
+  field of :class:`Options`, one key of :class:`OptionFields` and, if the transport takes
+  it, one argument in :meth:`Options.connect`; every API then accepts it as a keyword.
+* :class:`Participant`: one tick at a time (``GET /params``, then at most one request the
+  phase needs), turning the state machine's events into the original's flags;
+* :class:`TickLoop`: the poll loop of both thread APIs, with the original's backoff
+  (:func:`new_backoff`), stopped by :meth:`TickLoop.stop`.
 
 :class:`Participant` is this package's version of the original's low-level
 ``xaynet_sdk.xaynet_sdk.Participant`` (the Rust participant behind PyO3): ``tick()``,
@@ -21,10 +33,12 @@ import enum
 import logging
 import math
 import threading
-from typing import Any, Optional, Union
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
+from justbackoff import Backoff
 
 from ._logging import get_logger
 from .codec.bincode import RoundParameters
@@ -64,7 +78,21 @@ from .transport import (
     check_url,
 )
 
-__all__ = ["GlobalModel", "Participant", "Task", "check_max_message_size"]
+if TYPE_CHECKING:  # only annotations use it: no run-time dependency on typing_extensions
+    from typing_extensions import Unpack
+
+__all__ = [
+    "GlobalModel",
+    "LocalModelInput",
+    "OptionFields",
+    "Options",
+    "Participant",
+    "StateInput",
+    "Task",
+    "TickLoop",
+    "check_max_message_size",
+    "new_backoff",
+]
 
 _log = get_logger("participant")
 
@@ -73,6 +101,49 @@ GlobalModel = Union[list[Any], npt.NDArray[Any]]
 
 # More local sub-steps than a phase has (a guard, not a limit anything reaches).
 _LOCAL_STEPS_PER_TICK = 16
+
+
+class OptionFields(TypedDict, total=False):
+    """The fields of :class:`Options` as keyword arguments (``**options`` of the APIs)."""
+
+    max_message_size: Optional[int]
+    timeout: Timeout
+    verify: Verify
+    cert: Cert
+    transport: Optional[TransportLike]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The connection options of a participant, checked when the participant is built.
+
+    ``max_message_size``: bytes of a sealed message; None sends every message whole, a
+    number splits larger messages into chunks as the Rust participant does (ignored on
+    restore: the state has its own). ``timeout``: seconds, or ``(connect, read)``, for every
+    request. ``verify``: check the coordinator's TLS certificate (True), not (False), or
+    against this CA bundle (a path). ``cert``: a client certificate, a PEM path or
+    ``(cert, key)`` paths. ``transport``: a replacement for the HTTP transport (tests).
+    """
+
+    max_message_size: Optional[int] = None
+    timeout: Timeout = DEFAULT_TIMEOUT
+    verify: Verify = True
+    cert: Cert = None
+    transport: Optional[TransportLike] = None
+
+    @classmethod
+    def of(cls, options: "Optional[Options]", fields: OptionFields) -> "Options":
+        """``options`` (default: all defaults) with ``fields`` replaced."""
+        base = cls() if options is None else options
+        return replace(base, **fields) if fields else base
+
+    def connect(self, url: str) -> TransportLike:
+        """The transport to ``url``: the given one, else HTTP(S) with these options.
+
+        Raises :class:`InvalidUrl`, ``TypeError`` or ``ValueError`` for unusable options."""
+        if self.transport is not None:
+            return self.transport
+        return Transport(url, timeout=self.timeout, verify=self.verify, cert=self.cert)
 
 
 class Task(enum.IntEnum):
@@ -127,11 +198,8 @@ class Participant:
     ``Participant(url, scalar, state)`` as the original: with ``state`` (from :meth:`save`,
     ``stop()``, or the original participant) the participant is restored, and its keys,
     scalar and message size come from the state (``scalar`` and ``max_message_size`` are
-    then ignored). Keyword options: ``max_message_size`` (bytes of a sealed message; None
-    sends every message whole, a number splits larger messages into chunks as the Rust
-    participant does), ``timeout`` (seconds, or ``(connect, read)``), ``verify`` (True, False
-    or a CA bundle path), ``cert`` (client certificate) and ``transport`` (a replacement for
-    the HTTP transport, for tests).
+    then ignored). The connection options come as an :class:`Options` (``options=``) or as
+    its fields in keywords (``timeout=...``), the keywords replacing the object's fields.
 
     Raises :class:`ParticipantInit` (bad URL or options, or a scalar that is not a finite
     number above 0) or :class:`ParticipantRestore` (unusable state, or bad URL when
@@ -144,17 +212,15 @@ class Participant:
         scalar: float = 1.0,
         state: Optional[StateInput] = None,
         *,
-        max_message_size: Optional[int] = None,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        verify: Verify = True,
-        cert: Cert = None,
-        transport: Optional[TransportLike] = None,
+        options: Optional[Options] = None,
+        **fields: "Unpack[OptionFields]",
     ) -> None:
+        opts = Options.of(options, fields)
         events: tuple[Event, ...]
         if state is None:
             try:
                 check_url(url)
-                size = check_max_message_size(max_message_size)
+                size = check_max_message_size(opts.max_message_size)
                 checked_scalar = _check_scalar(scalar)
             except (InvalidUrl, ValueError) as e:
                 raise ParticipantInit(f"failed to initialize participant: {e}") from None
@@ -171,13 +237,12 @@ class Participant:
             # Beyond the original: ask the wrappers to fetch the global model once, so that
             # train_round after a restore gets the current model rather than None.
             new_global_model = True
-        if transport is None:
-            try:
-                transport = Transport(url, timeout=timeout, verify=verify, cert=cert)
-            except (InvalidUrl, TypeError, ValueError) as e:
-                error = ParticipantInit if state is None else ParticipantRestore
-                verb = "initialize" if state is None else "restore"
-                raise error(f"failed to {verb} participant: {e}") from None
+        try:
+            transport = opts.connect(url)
+        except (InvalidUrl, TypeError, ValueError) as e:
+            error = ParticipantInit if state is None else ParticipantRestore
+            verb = "initialize" if state is None else "restore"
+            raise error(f"failed to {verb} participant: {e}") from None
         self._transport = transport
         self._tick_lock = threading.Lock()
         self._state_lock = threading.RLock()
@@ -492,3 +557,59 @@ def _check_restored(state: ParticipantState) -> None:
             f"the saved max_message_size {size} is too small to send any message (the original"
             f" would panic when composing one); the minimum is {MIN_USABLE_MESSAGE_SIZE}"
         )
+
+
+def new_backoff() -> Backoff:
+    """The original wrappers' poll backoff: 100 ms, x1.2 per idle tick, at most 10 s."""
+    return Backoff(min_ms=100, max_ms=10000, factor=1.2, jitter=False)
+
+
+class TickLoop:
+    """The poll loop of a participant thread: tick, react, wait; until :meth:`stop`.
+
+    After every tick that was not stopped, ``on_tick`` runs (the API's reaction: fetch the
+    global model, train, notify); then the loop waits the original's backoff, reset after
+    progress. :meth:`stop` may be called from any thread and ends the wait at once; a tick
+    in flight is not interrupted (saving the participant abandons it instead).
+    """
+
+    def __init__(self, participant: Participant, on_tick: Callable[[], None]) -> None:
+        self.participant = participant
+        self._on_tick = on_tick
+        self._stopped = threading.Event()
+        self._backoff = new_backoff()
+
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` was called or :meth:`run` ended."""
+        return self._stopped.is_set()
+
+    def stop(self) -> None:
+        """End the loop after the current tick (or the current wait, at once)."""
+        self._stopped.set()
+
+    def run(self) -> None:
+        """Tick until stopped; an error that escapes a tick is logged and ends the loop."""
+        try:
+            self._run()
+        except UninitializedParticipant:
+            if not self._stopped.is_set():  # pragma: no cover - save() only via stop()
+                _log.error("the participant was saved outside stop(); the thread ends")
+        except Exception as err:  # noqa: BLE001
+            _log.error("unrecoverable error, participant shut down: %s", err, exc_info=err)
+        finally:
+            self._stopped.set()
+
+    def _run(self) -> None:
+        participant = self.participant
+        while not self._stopped.is_set():
+            participant.tick()
+            made_progress = participant.made_progress()
+            if self._stopped.is_set():
+                break
+            self._on_tick()
+            if self._stopped.is_set():
+                break
+            if made_progress:
+                self._backoff.reset()
+            self._stopped.wait(timeout=self._backoff.duration())
