@@ -40,3 +40,32 @@ def test_narrow_vector_paths_match(lanes: str) -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.parametrize("forced", [None, "4", "8"])
+def test_the_forced_width_is_the_one_in_use(forced: str | None) -> None:
+    """Without this, a broken XAYNET_NATIVE_LANES would leave the test above checking the widest
+    path three times."""
+    env = dict(os.environ)
+    env.pop("XAYNET_NATIVE_LANES", None)
+    if forced is not None:
+        env["XAYNET_NATIVE_LANES"] = forced
+    out = subprocess.run(
+        [sys.executable, "-c", "from xaynet_sdk._native import simd_lanes; print(simd_lanes())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    flags = _cpu_flags()
+    widest = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    expected = widest if forced is None else min(int(forced), widest)
+    assert int(out) == expected

@@ -42,6 +42,7 @@ import xaynet_sdk
 from xaynet_sdk.mask.config import MaskConfig, MaskConfigPair
 from xaynet_sdk.mask.masking import mask_model
 from xaynet_sdk.mask.objects import limbs_to_ints
+from xaynet_sdk._native import simd_lanes
 
 cases = json.load(open(sys.argv[1]))["cases"]
 for case in cases:
@@ -58,7 +59,7 @@ for name in ("Prime/F32/B0/M3", "Integer/F64/B2/M6", "Prime/F64/Bmax/M12"):
     masked = mask_model(bytes(range(32)), MaskConfigPair.single(config), 0.5, weights)
     digests[name] = hashlib.sha256(masked.to_bytes()).hexdigest()
 print(json.dumps({"file": xaynet_sdk.__file__, "version": xaynet_sdk.__version__,
-                  "cases": len(cases), "digests": digests}))
+                  "lanes": simd_lanes(), "cases": len(cases), "digests": digests}))
 """
 
 
@@ -220,8 +221,9 @@ def test_wheel_installs_away_from_the_checkout_and_masks_on_every_path(
     # every SIMD path of the one wheel gives the same masked models
     for lanes in ("4", "8"):
         forced = _mask_report(py, work, XAYNET_NATIVE_LANES=lanes)
+        assert forced["lanes"] == int(lanes)  # the forced path was the one taken
         assert forced["digests"] == default["digests"]
-    print(f"wheel on {python}: the default path, 4 and 8 lanes agree")
+    print(f"wheel on {python}: {default['lanes']} lanes by default; 4 and 8 agree")
 
 
 def test_sdist_builds_and_installs_away_from_the_checkout(dist: Path, tmp_path: Path) -> None:

@@ -97,6 +97,12 @@ int xn_lanes(void)
     return 4;
 }
 
+int xn_simd_lanes(size_t *lanes)
+{
+    *lanes = (size_t)xn_lanes();
+    return XN_OK;
+}
+
 void xn_chacha_init(xn_chacha *c, const uint8_t *seed, uint64_t block)
 {
     memcpy(c->key, seed, 32);

@@ -59,6 +59,11 @@ typedef struct {
     const uint64_t *shifted_max;   /* 2*A*E: the encoding of +A, group limbs */
 } xn_encoding;
 
+/* Writes to *lanes the width of the vector code in use, in 32-bit lanes: 16 (AVX-512), 8 (AVX2)
+ * or 4 (SSE2 or portable C). Chosen at load time from the CPU; the environment variable
+ * XAYNET_NATIVE_LANES=4 or 8 narrows it. */
+int xn_simd_lanes(size_t *lanes);
+
 /* The ChaCha20 keystream of the original PRNG: key = seed, 64-bit block counter from
  * `block`, stream id 0. Writes `len` bytes. */
 int xn_chacha20_keystream(const uint8_t *seed, uint64_t block, uint8_t *out, size_t len);

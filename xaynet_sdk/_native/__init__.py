@@ -37,6 +37,7 @@ __all__ = [
     "first_invalid",
     "mask_vector",
     "model_from_bincode",
+    "simd_lanes",
     "sub_mod",
     "unmask_to_bincode",
 ]
@@ -174,6 +175,14 @@ def _vector(array: Limbs, config: MaskConfig, name: str, writable: bool = False)
     if writable and not array.flags.writeable:
         raise ValueError(f"{name} must be writable")
     return ffi.from_buffer("uint64_t[]", array, require_writable=writable)
+
+
+def simd_lanes() -> int:
+    """The width of the vector code in use, in 32-bit lanes: 16 (AVX-512), 8 (AVX2) or 4;
+    ``XAYNET_NATIVE_LANES`` narrows it (for tests of the narrower paths)."""
+    lanes = ffi.new("size_t *")
+    _check(lib.xn_simd_lanes(lanes), "simd_lanes")
+    return int(lanes[0])
 
 
 def chacha20_keystream(seed: bytes, nbytes: int, block: int = 0) -> bytes:
