@@ -1,6 +1,6 @@
 """Sphinx configuration of the xaynet_sdk documentation site.
 
-Build: ``python -m sphinx -W --keep-going -b html docs docs/_build/html`` (tests/test_docs.py
+Build: ``python -m sphinx -W --keep-going -b html docs build/docs`` (tests/test_docs.py
 does that). The build needs no network: the intersphinx inventories are files in
 ``_inventories/`` (see the README there).
 """

@@ -19,6 +19,7 @@ import importlib
 import inspect
 import pkgutil
 import types
+from pathlib import Path
 from typing import Any
 
 from sphinx.application import Sphinx
@@ -142,9 +143,7 @@ def missing_entries(documented: set[str], documented_modules: set[str]) -> list[
     return problems
 
 
-def resolve_by_suffix(
-    app: Sphinx, env: BuildEnvironment, node: Any, contnode: Any
-) -> Any:
+def resolve_by_suffix(app: Sphinx, env: BuildEnvironment, node: Any, contnode: Any) -> Any:
     """Resolve a Python reference that names a documented object by a shorter or another path.
 
     Docstrings say :class:`DecodeError` in a module that only imports it, or
@@ -196,6 +195,28 @@ def no_napoleon_for_data(app: Sphinx) -> None:
     app.connect("autodoc-process-docstring", process)
 
 
+#: Pages whose text is a Markdown file of the repository root, and the links to rewrite in
+#: them: what points at a root file in the repository points at its page on the site.
+ROOT_PAGES = {"migration": "MIGRATION.md", "changelog": "CHANGELOG.md"}
+ROOT_LINKS = {
+    "](MIGRATION.md": "](migration.md",
+    "](CHANGELOG.md": "](changelog.md",
+    "](docs/PROTOCOL.md": "](PROTOCOL.md",
+}
+
+
+def read_root_page(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Replace the stub of a root-file page by that file, with its links rewritten."""
+    if docname not in ROOT_PAGES:
+        return
+    path = Path(app.srcdir).parent / ROOT_PAGES[docname]
+    app.env.note_dependency(str(path))
+    text = path.read_text(encoding="utf-8")
+    for old, new in ROOT_LINKS.items():
+        text = text.replace(old, new)
+    source[0] = text
+
+
 def check_consistency(app: Sphinx, env: BuildEnvironment) -> None:
     domain: Any = env.get_domain("py")
     documented = {name for name, entry in domain.objects.items() if not entry.aliased}
@@ -216,5 +237,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     no_napoleon_for_data(app)
     app.connect("autodoc-skip-member", skip_member)
     app.connect("missing-reference", resolve_by_suffix)
+    app.connect("source-read", read_root_page)
     app.connect("env-check-consistency", check_consistency)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
