@@ -33,12 +33,15 @@ _log = logging.getLogger(__name__)
 FACADES = ("xaynet_sdk", "xaynet_sdk.coordinator")
 
 #: Where each module's automodule goes, to say so when one is missing.
+#: Any other module goes to DEFAULT_PAGE.
 REFERENCE_PAGES = {
     "xaynet_sdk.coordinator": "docs/reference/coordinator.rst",
-    "xaynet_sdk.mask": "docs/reference/internals.rst",
-    "xaynet_sdk.codec": "docs/reference/internals.rst",
-    "xaynet_sdk.protocol": "docs/reference/internals.rst",
+    "xaynet_sdk.transport": "docs/reference/transport.rst",
+    "xaynet_sdk.protocol": "docs/reference/protocol.rst",
+    "xaynet_sdk.codec": "docs/reference/codec.rst",
+    "xaynet_sdk.mask": "docs/reference/mask.rst",
 }
+DEFAULT_PAGE = "docs/reference/participant.rst"
 
 
 def public_modules() -> list[str]:
@@ -120,13 +123,17 @@ def missing_entries(documented: set[str], documented_modules: set[str]) -> list[
         by_name.setdefault(qualified.rsplit(".", 1)[-1], []).append(obj)
     problems = []
     for module_name in public_modules():
+        module = importlib.import_module(module_name)
         if module_name not in documented_modules:
             page = next(
                 (p for prefix, p in REFERENCE_PAGES.items() if module_name.startswith(prefix)),
-                "docs/reference/participant.rst",
+                DEFAULT_PAGE,
             )
-            problems.append(f"module {module_name}: add '.. automodule:: {module_name}' to {page}")
-        module = importlib.import_module(module_name)
+            problems.append(
+                f"module {module_name}: add '.. automodule:: {module_name}' to {page}"
+                f" (it documents its {len(getattr(module, '__all__', []))} public names)"
+            )
+            continue
         for name in getattr(module, "__all__", []):
             qualified = f"{module_name}.{name}"
             if qualified in documented or qualified in documented_modules:
@@ -136,10 +143,21 @@ def missing_entries(documented: set[str], documented_modules: set[str]) -> list[
                 continue
             if any(other is obj for other in by_name.get(name, [])):
                 continue  # a constant re-exported under the same name, documented where it is
-            problems.append(
-                f"{qualified}: no reference entry: give it a '#: ' comment, or add"
-                f" '.. autodata:: {qualified}' to the module's page"
-            )
+            if module_name == "xaynet_sdk" and obj is not None and _has_identity(obj):
+                kind = (
+                    "exception"
+                    if inspect.isclass(obj) and issubclass(obj, BaseException)
+                    else "class"
+                    if inspect.isclass(obj)
+                    else "function"
+                )
+                page = "exceptions" if kind == "exception" else "participant"
+                fix = f"add '.. auto{kind}:: {name}' to docs/reference/{page}.rst"
+            elif obj is not None and _has_identity(obj):
+                fix = "give its module an automodule, or list it in an autoclass/autofunction"
+            else:  # autodoc takes module data only with a doc comment
+                fix = f"give it a '#: ' doc comment, or add '.. autodata:: {qualified}'"
+            problems.append(f"{qualified}: no reference entry: {fix}")
     return problems
 
 
@@ -224,7 +242,7 @@ def check_consistency(app: Sphinx, env: BuildEnvironment) -> None:
     problems = missing_entries(documented, modules)
     if problems:
         _log.warning(
-            "%d public names of xaynet_sdk have no reference entry:\n  %s",
+            "%d entries are missing from the API reference:\n  %s",
             len(problems),
             "\n  ".join(problems),
             type="xaynet",
