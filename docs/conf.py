@@ -2,7 +2,7 @@
 
 Build: ``python -m sphinx -W --keep-going -b html docs build/docs`` (tests/test_docs.py
 does that). The build needs no network: the intersphinx inventories are files in
-``_inventories/`` (see the README there).
+``_inventories/`` (see the README.md there).
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def no_napoleon_for_data(app: Sphinx) -> None:
         if listener.handler is _process_docstring:
             app.disconnect(listener.id)
 
-    def process(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: Any) -> None:
+    def process(app: Sphinx, what: Any, name: str, obj: Any, options: Any, lines: Any) -> None:
         if what not in ("data", "attribute", "property"):
             _process_docstring(app, what, name, obj, options, lines)
 
