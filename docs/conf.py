@@ -32,7 +32,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "_inventories", "README.md", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_inventories"]
 
 # Every cross-reference must resolve, and every warning fails the build (-W in the test).
 nitpicky = True
