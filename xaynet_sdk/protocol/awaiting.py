@@ -14,4 +14,5 @@ def step(state: ParticipantState, response: Optional[Response] = None) -> Transi
     return Transition(state, False)
 
 
+#: This phase's row of the phase table (:mod:`xaynet_sdk.protocol.phases`).
 PHASE = PhaseSpec(Awaiting, "awaiting", step, entry_events=emits(Event.IDLE))

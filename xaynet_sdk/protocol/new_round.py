@@ -46,4 +46,5 @@ def step(state: ParticipantState, response: Optional[Response] = None) -> Transi
     return Transition(replace(state, phase=Awaiting()), True, (Event.IDLE,))
 
 
+#: This phase's row of the phase table (:mod:`xaynet_sdk.protocol.phases`).
 PHASE = PhaseSpec(NewRound, "new_round", step, entry_events=emits(Event.NEW_ROUND))

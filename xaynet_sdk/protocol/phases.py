@@ -37,6 +37,7 @@ from .state import Phase, PhaseSpec
 
 __all__ = ["PHASES", "by_name", "spec_of"]
 
+#: Every phase of the participant, one row each, looked up by class and by saved name.
 PHASES: tuple[PhaseSpec, ...] = (
     new_round.PHASE,
     awaiting.PHASE,

@@ -112,6 +112,7 @@ def _load(doc: dict[Any, Any], where: str) -> Sending:
     )
 
 
+#: This phase's row of the phase table (:mod:`xaynet_sdk.protocol.phases`).
 PHASE = PhaseSpec(
     Sending, "sending", step, request=request, has_request=has_request, dump=_dump, load=_load
 )

@@ -48,4 +48,5 @@ def _load(doc: dict[Any, Any], where: str) -> Sum:
     return Sum(ephm_keys(doc, where), exact(doc, "sum_signature", 64, where))
 
 
+#: This phase's row of the phase table (:mod:`xaynet_sdk.protocol.phases`).
 PHASE = PhaseSpec(Sum, "sum", step, entry_events=emits(Event.SUM), dump=_dump, load=_load)

@@ -158,4 +158,5 @@ def load(doc: Any, where: str) -> Sum2:
     )
 
 
+#: This phase's row of the phase table (:mod:`xaynet_sdk.protocol.phases`).
 PHASE = PhaseSpec(Sum2, "sum2", step, request=request, dump=dump, load=load)

@@ -182,6 +182,7 @@ def _load(doc: dict[Any, Any], where: str) -> Update:
     )
 
 
+#: This phase's row of the phase table (:mod:`xaynet_sdk.protocol.phases`).
 PHASE = PhaseSpec(
     Update, "update", step, request=request, entry_events=_entry_events, dump=_dump, load=_load
 )
