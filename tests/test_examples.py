@@ -313,3 +313,44 @@ def test_keras_house_prices_learns(keras_python: Path, tmp_path: Path) -> None:
     assert all(0 < e < 0.75 * meta["target_std"] for e in errors), (errors, meta["target_std"])
     assert errors[-1] < float(start.group(1))
     assert re.search(r"part \d \(\d+ houses\): trained 1 epoch,", run.stdout)
+    assert_learning_curve(data / "learning_curve.png", run.stdout)
+
+
+def assert_learning_curve(path: Path, stdout: str) -> None:
+    """A PNG of matplotlib's 640 x 360 figure, small enough for a README, and said so."""
+    assert f"wrote the learning curve to {path}" in stdout
+    png = path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (640, 360)
+    assert 10_000 < len(png) < 200_000
+
+
+# -- the PyTorch example (asyncio participants, ModelLayout) -----------------------------------
+
+DIGITS_LINE = re.compile(r"round (\d)/2: global model's validation error: ([0-9.]+)% misclassified")
+
+
+@pytest.mark.timeout(900)
+def test_pytorch_digits_learns(keras_python: Path, tmp_path: Path) -> None:
+    """Three asyncio participants, two rounds: the global model beats guessing by far."""
+    plot = tmp_path / "curve" / "digits.png"
+    run = run_example(
+        "pytorch_digits/digits.py",
+        *("--participants", "3", "--rounds", "2", "--timeout", "240", "--plot", str(plot)),
+        cwd=tmp_path,
+        python=keras_python,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    # 64 * 32 + 32 weights and biases, then 32 * 10 + 10.
+    assert "[model] length = 2410" in run.stdout
+    start = re.search(
+        r"the starting model's validation error: ([0-9.]+)% misclassified", run.stdout
+    )
+    assert start, run.stdout
+    errors = [float(m.group(2)) for m in DIGITS_LINE.finditer(run.stdout)]
+    assert len(errors) == 2, run.stdout
+    assert errors[-1] < 50 < float(start.group(1)), (start.group(1), errors)  # guessing: 90 %
+    assert len(set(re.findall(r"part (\d) \(\d+ digits\): trained 1 epoch", run.stdout))) >= 2
+    assert_learning_curve(plot, run.stdout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve"]  # nothing else left behind
