@@ -23,6 +23,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from fault_servers import FaultProxy, LogCapture  # noqa: E402
 from original.runner import OriginalParticipant  # noqa: E402
 from participant_fakes import Fixed, role  # noqa: E402
 from round_checks import contribution, match_subset  # noqa: E402
@@ -204,6 +205,31 @@ def test_stop_wakes_whoever_waits_and_later_calls_say_why() -> None:
     # A coordinator whose first round cannot complete: a sum participant is never selected.
     with LocalCoordinator(short_rounds(sum=1e-9, max_sum_time=60)) as coord:
         asyncio.run(main(coord.url))
+
+
+def test_a_failed_model_fetch_is_retried_and_warned_once() -> None:
+    """GET /model answers 500 for a while: the round's model comes once it answers again."""
+
+    async def main(url: str, proxy: FaultProxy, logs: LogCapture) -> None:
+        async with aio.connect(url) as participant:
+            await wait_until(
+                lambda: sum(r.path == "/model" and r.fault is not None for r in proxy.records) >= 3,
+                60,
+                "three failed fetches",
+            )
+            waiting = asyncio.create_task(participant.next_global_model())
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # nothing was delivered while the fetch failed
+            proxy.set_fault(None)
+            assert await asyncio.wait_for(waiting, 60) is None  # no round completed yet
+        warned = [m for m in logs.iter_messages() if "failed to get global model" in m]
+        assert len(warned) == 1, warned
+
+    # A coordinator whose first round cannot complete: a sum participant is never selected.
+    with LocalCoordinator(short_rounds(sum=1e-9, max_sum_time=60)) as coord:
+        with FaultProxy(coord.url) as proxy, LogCapture() as logs:
+            proxy.set_fault("status_500", paths={"/model"})
+            asyncio.run(main(proxy.url, proxy, logs))
 
 
 def test_bad_arguments_fail_at_connect() -> None:

@@ -192,7 +192,7 @@ class Participant:
                 if self._exit.is_set():
                     break
                 if self._driver.new_global_model() or fetch_again:
-                    fetch_again = not self._fetch()
+                    fetch_again = not self._fetch(warn=not fetch_again)
                 if progress:
                     backoff.reset()
                 self._exit.wait(backoff.duration())
@@ -202,12 +202,13 @@ class Participant:
             LOG.error("unrecoverable error, participant shut down: %s", err, exc_info=err)
             self._call_in_loop(self._fail, err)
 
-    def _fetch(self) -> bool:
+    def _fetch(self, warn: bool) -> bool:
         """Fetch the new round's global model and hand it to the loop; False to retry."""
         try:
             model = self._driver.global_model(numpy=self._numpy)
         except (GlobalModelUnavailable, GlobalModelDataTypeMisMatch) as err:
-            LOG.warning("failed to get global model: %s (retrying every tick)", err)
+            log = LOG.warning if warn else LOG.debug
+            log("failed to get global model: %s (retrying every tick)", err)
             return False
         self._call_in_loop(self._deliver, model)
         return True
