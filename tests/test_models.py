@@ -96,6 +96,14 @@ def test_wide_dtypes_make_a_float64_vector_that_round_trips() -> None:
     assert back["n"].tolist() == [2**53, -(2**53), 7]
 
 
+def test_32_bit_integers_alone_make_a_float64_vector() -> None:
+    """float32 holds 24 bits: 2**31 - 1 would come back as 2**31, beyond int32."""
+    model = [np.array([2**31 - 1, 16_777_217], dtype=np.int32), np.ones(2, np.float32)]
+    layout = ModelLayout.of(model)
+    assert layout.dtype == np.float64 and layout.data_type == "F64"
+    assert_same_model(layout.unflatten(layout.flatten(model)), model)
+
+
 def test_a_dict_is_matched_by_name_not_order() -> None:
     model = {"b": np.arange(3, dtype=np.float32), "a": np.ones((2, 2), dtype=np.float32)}
     layout = ModelLayout.of(model)
