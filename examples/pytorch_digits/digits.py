@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 import numpy.typing as npt
 import torch
-from sklearn.datasets import load_digits
+from sklearn.datasets import load_digits  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for examples/_common.py
 import _common  # noqa: E402
@@ -75,7 +75,7 @@ def train(net: torch.nn.Module, data: Digits, epochs: int, seed: int) -> float:
     total = 0.0
     for _ in range(epochs):
         total = 0.0
-        for batch in torch.randperm(len(data), generator=generator).split(32):
+        for batch in torch.randperm(len(data), generator=generator).split(32):  # type: ignore[no-untyped-call]
             optimizer.zero_grad()
             loss = loss_fn(net(data.x[batch]), data.y[batch])
             loss.backward()
