@@ -126,7 +126,8 @@ def test_cancelled_mid_round_then_restored_in_the_same_round() -> None:
     ours = [0.7, -0.7, 0.25, 0.5]
     parts = [contribution(f"helper{i}", m, 1.0, CONFIG) for i, m in enumerate(helper_models)]
     parts.append(contribution("aio", ours, 1.0, CONFIG))
-    settings = short_rounds(min_update_time=6.0, max_update_time=30)
+    # The Update phase stays open long enough to cancel, restore and update on a loaded machine.
+    settings = short_rounds(min_update_time=10.0, max_update_time=30)
 
     async def main(coord: LocalCoordinator) -> tuple[int, str]:
         first = aio.connect(coord.url)
