@@ -111,6 +111,42 @@ def test_a_dict_is_matched_by_name_not_order() -> None:
     assert layout.flatten(reordered).tolist() == [0.0, 0.0, 0.0, 9.0, 9.0, 9.0, 9.0]
 
 
+def test_a_nested_model_comes_back_nested() -> None:
+    """A pytree: lists, tuples and dicts nest; every other element is a layer, named by its
+    path; keys that are not strings stay what they were."""
+    model: dict[Any, Any] = {
+        "encoder": [
+            {"kernel": np.ones((2, 3), np.float32), "bias": np.zeros(3, np.float32)},
+            {"kernel": np.full((3, 1), 2.0, np.float32), "bias": np.zeros(1, np.float32)},
+        ],
+        "scale": (np.float32(0.5), np.array([7], np.int8)),
+        0: [],
+    }
+    layout = ModelLayout.of(model)
+    assert layout.names == [
+        "encoder/[0]/kernel",
+        "encoder/[0]/bias",
+        "encoder/[1]/kernel",
+        "encoder/[1]/bias",
+        "scale/[0]",
+        "scale/[1]",
+    ]
+    assert layout.length == 6 + 3 + 3 + 1 + 1 + 1 and layout.dtype == np.float32
+    back = layout.unflatten(layout.flatten(model))
+    assert list(back) == ["encoder", "scale", 0] and back[0] == []
+    assert isinstance(back["encoder"], list) and isinstance(back["scale"], tuple)
+    assert_same_model(
+        [back["encoder"][1]["kernel"], back["scale"][0], back["scale"][1]],
+        [model["encoder"][1]["kernel"], np.asarray(np.float32(0.5)), model["scale"][1]],
+    )
+    model["encoder"][1]["bias"] = np.zeros(2, np.float32)
+    with pytest.raises(ModelLayoutError, match=r"layer 'encoder/\[1\]/bias' has shape \(2,\)"):
+        layout.flatten(model)
+    del model["encoder"][1]["bias"]
+    with pytest.raises(ModelLayoutError, match="the model has 5 layers, the layout 6"):
+        layout.flatten(model)
+
+
 def test_a_single_array_keeps_its_shape() -> None:
     model = np.arange(6, dtype=np.float64).reshape(2, 3)
     layout = ModelLayout.of(model)
@@ -337,6 +373,10 @@ try:
     ModelLayout.of({"c": torch.zeros(2, dtype=torch.complex64)})
 except ModelLayoutError as e:
     facts["complex"] = str(e)
+try:
+    ModelLayout.of([torch.zeros(2)])
+except ModelLayoutError as e:
+    facts["tensor_in_list"] = str(e)
 print(json.dumps(facts))
 """
 
@@ -420,6 +460,7 @@ def test_a_torch_module_and_state_dict_round_trip(keras_python: Path) -> None:  
     assert facts["odd_dtype"] == "float32" and facts["odd_exact"]
     assert facts["mismatch"] == "layer '0.weight' has shape (4, 6), the layout (4, 5)"
     assert "layer 'c': complex tensors are not supported" in facts["complex"]
+    assert facts["tensor_in_list"].startswith("layer '[0]' is a torch tensor inside a list")
 
 
 def test_a_keras_model_round_trips(keras_python: Path) -> None:  # noqa: F811

@@ -1,8 +1,11 @@
 """Model adapters: a model in its own form to the protocol's flat vector, and back.
 
 The protocol moves one flat vector of ``[model] length`` numbers; a model is a list of
-per-layer arrays (Keras ``get_weights()``, Flower's ``NDArrays``), a dict of arrays, a
-PyTorch ``state_dict`` or ``nn.Module``, or a Keras model. :class:`ModelLayout` records a
+per-layer arrays (Keras ``get_weights()``, Flower's ``NDArrays``), a dict of arrays, lists,
+tuples and dicts nested (a pytree, such as JAX parameters converted to numpy), a PyTorch
+``state_dict`` or ``nn.Module``, or a Keras model. In lists, tuples and dicts every element
+that is not itself a list, tuple or dict is one layer (an array, or a number), named by its
+path (``"encoder/[0]/kernel"``). :class:`ModelLayout` records a
 model's layout once (layer names, shapes and dtypes), so that every participant turns its
 local model into the vector the same way and the global model back into its own form::
 
@@ -129,19 +132,13 @@ def _layers_of(model: object, kind: Kind) -> list[tuple[str, npt.NDArray[Any], s
     if kind == "array":
         arr = np.asarray(model)
         return [("array", arr, arr.dtype.name)]
-    if kind == "list":
-        assert isinstance(model, (list, tuple))
+    if kind in ("list", "dict"):
+        leaves: list[tuple[str, object]] = []
+        _tree(model, "", leaves)
         out = []
-        for i, value in enumerate(model):
-            arr = _as_array(f"[{i}]", value)
-            out.append((f"[{i}]", arr, arr.dtype.name))
-        return out
-    if kind == "dict":
-        assert isinstance(model, Mapping)
-        out = []
-        for key, value in model.items():
-            arr = _as_array(str(key), value)
-            out.append((str(key), arr, arr.dtype.name))
+        for name, value in leaves:
+            arr = _as_array(name, value)
+            out.append((name, arr, arr.dtype.name))
         return out
     if kind == "torch":
         state: Any = model if isinstance(model, Mapping) else model.state_dict()  # type: ignore[attr-defined]
@@ -168,9 +165,37 @@ def _layers_of(model: object, kind: Kind) -> list[tuple[str, npt.NDArray[Any], s
     return out
 
 
+def _tree(value: object, name: str, leaves: list[tuple[str, object]]) -> Any:
+    """The nesting of lists, tuples and dicts under ``value``, each leaf replaced by its index
+    in ``leaves``, where ``(path, leaf)`` is appended; paths join keys and ``[i]`` by ``/``."""
+    if isinstance(value, Mapping):
+        return {k: _tree(v, _join(name, str(k)), leaves) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        children = [_tree(v, _join(name, f"[{i}]"), leaves) for i, v in enumerate(value)]
+        return tuple(children) if isinstance(value, tuple) else children
+    leaves.append((name, value))
+    return len(leaves) - 1
+
+
+def _join(prefix: str, part: str) -> str:
+    return f"{prefix}/{part}" if prefix else part
+
+
+def _rebuild(tree: Any, arrays: list[npt.NDArray[Any]]) -> Any:
+    if isinstance(tree, dict):
+        return {k: _rebuild(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        children = [_rebuild(v, arrays) for v in tree]
+        return tuple(children) if isinstance(tree, tuple) else children
+    return arrays[tree]
+
+
 def _as_array(name: str, value: object) -> npt.NDArray[Any]:
     if _is_torch_tensor(value):
-        return _tensor_to_numpy(name, value)
+        raise ModelLayoutError(
+            f"layer {name!r} is a torch tensor inside a list or dict: pass the module or its"
+            " state_dict (a flat dict of tensors) instead"
+        )
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
         raise ModelLayoutError(
@@ -193,10 +218,16 @@ class ModelLayout:
     """
 
     def __init__(
-        self, kind: Kind, layers: Sequence[Layer], dtype: Optional[npt.DTypeLike] = None
+        self,
+        kind: Kind,
+        layers: Sequence[Layer],
+        dtype: Optional[npt.DTypeLike] = None,
+        tree: Any = None,
     ) -> None:
         self._kind: Kind = kind
         self._layers = tuple(layers)
+        # How a list or dict model nests (see _tree); None: flat, in the layers' order.
+        self._nesting = tree
         self._dtype = _vector_dtype_for(self._layers) if dtype is None else np.dtype(dtype)
         if self._dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"the vector's dtype must be float32 or float64, got {self._dtype}")
@@ -221,7 +252,9 @@ class ModelLayout:
                     f"layer {name!r} has dtype {dt}: only bool, integers and float16, bfloat16,"
                     " float32 and float64 layers can be flattened"
                 )
-        layout = cls(kind, [Layer(name, tuple(arr.shape), dt) for name, arr, dt in found], dtype)
+        tree = _tree(model, "", []) if kind in ("list", "dict") else None
+        layers = [Layer(name, tuple(arr.shape), dt) for name, arr, dt in found]
+        layout = cls(kind, layers, dtype, tree)
         if layout.dtype == np.float32:
             wide = [layer.name for layer in layout.layers if layer.dtype in _INT64]
             if wide:
@@ -275,7 +308,12 @@ class ModelLayout:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ModelLayout):
             return NotImplemented
-        return (self._kind, self._layers, self._dtype) == (other._kind, other._layers, other._dtype)
+        return (self._kind, self._layers, self._dtype, self._nesting) == (
+            other._kind,
+            other._layers,
+            other._dtype,
+            other._nesting,
+        )
 
     def __hash__(self) -> int:
         return hash((self._kind, self._layers, self._dtype.name))
@@ -309,7 +347,7 @@ class ModelLayout:
         kind = _kind_of(model)
         # Keras names variables after auto-numbered layers (dense_4/kernel), different in each
         # instance of the same network: Keras weights match by position, as set_weights does.
-        positional = kind in ("list", "keras") and self._kind in ("list", "keras")
+        positional = "keras" in (kind, self._kind) and {kind, self._kind} <= {"list", "keras"}
         if kind != self._kind and not positional:
             raise ModelLayoutError(
                 f"the layout is of a {self._kind} model, got a {kind} model"
@@ -353,6 +391,8 @@ class ModelLayout:
         ]
         if self._kind == "array":
             return arrays[0]
+        if self._kind in ("list", "dict") and self._nesting is not None:
+            return _rebuild(self._nesting, arrays)
         if self._kind in ("list", "keras"):
             return arrays
         if self._kind == "dict":
