@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -198,6 +199,12 @@ def test_stop_wakes_whoever_waits_and_later_calls_say_why() -> None:
             with pytest.raises(UninitializedParticipant):
                 await asyncio.wait_for(waiting, 10)  # woken at once, not at the next round
         assert participant.saved_state == state and not participant.running
+        # The worker thread ends by itself (it was waiting for its next tick).
+        await wait_until(
+            lambda: not any(t.name == "xaynet-aio" for t in threading.enumerate()),
+            30,
+            "the worker thread's end",
+        )
         with pytest.raises(UninitializedParticipant):
             await participant.set_local_model([0.0] * 4)
         with pytest.raises(UninitializedParticipant):
