@@ -350,7 +350,9 @@ def test_pytorch_digits_learns(keras_python: Path, tmp_path: Path) -> None:
     assert start, run.stdout
     errors = [float(m.group(2)) for m in DIGITS_LINE.finditer(run.stdout)]
     assert len(errors) == 2, run.stdout
-    assert errors[-1] < 50 < float(start.group(1)), (start.group(1), errors)  # guessing: 90 %
+    # Guessing misclassifies 90 %; one aggregated round gets to about 50 %, two to about 17 %
+    # (a failed round repeats the model, so the bound allows for one).
+    assert errors[-1] < 65 < float(start.group(1)), (start.group(1), errors)
     assert len(set(re.findall(r"part (\d) \(\d+ digits\): trained 1 epoch", run.stdout))) >= 2
     assert_learning_curve(plot, run.stdout)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve"]  # nothing else left behind
