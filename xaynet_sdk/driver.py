@@ -569,13 +569,20 @@ class TickLoop:
 
     After every tick that was not stopped, ``on_tick`` runs (the API's reaction: fetch the
     global model, train, notify); then the loop waits the original's backoff, reset after
-    progress. :meth:`stop` may be called from any thread and ends the wait at once; a tick
-    in flight is not interrupted (saving the participant abandons it instead).
+    progress. An error that ends the loop is logged and handed to ``on_error``. :meth:`stop`
+    may be called from any thread and ends the wait at once; a tick in flight is not
+    interrupted (saving the participant abandons it instead).
     """
 
-    def __init__(self, participant: Participant, on_tick: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        participant: Participant,
+        on_tick: Callable[[], None],
+        on_error: Optional[Callable[[Exception], None]] = None,
+    ) -> None:
         self.participant = participant
         self._on_tick = on_tick
+        self._on_error = on_error
         self._stopped = threading.Event()
         self._backoff = new_backoff()
 
@@ -597,6 +604,8 @@ class TickLoop:
                 _log.error("the participant was saved outside stop(); the thread ends")
         except Exception as err:  # noqa: BLE001
             _log.error("unrecoverable error, participant shut down: %s", err, exc_info=err)
+            if self._on_error is not None:
+                self._on_error(err)
         finally:
             self._stopped.set()
 

@@ -1,7 +1,8 @@
 """Federated learning of house prices with Keras: each participant trains the original
 example's regression network on its own part of the Ames housing data, and the coordinator
 aggregates their masked updates round by round. Every round prints the global model's error
-on validation houses that no participant trains on.
+on validation houses that no participant trains on; at the end the learning curve is drawn
+into a PNG (--plot, default learning_curve.png in the data directory).
 
     pip install -r examples/keras_house_prices/requirements.txt
     python examples/keras_house_prices/house_prices.py split-data --number-of-participants 10
@@ -27,6 +28,7 @@ from regressor import Regressor, model_length
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for examples/_common.py
 import _common  # noqa: E402
+import _learning_curve  # noqa: E402
 
 from xaynet_sdk import InternalParticipant, ParticipantABC, spawn_participant  # noqa: E402
 
@@ -157,6 +159,16 @@ def run_participant(args: argparse.Namespace) -> None:
     print("round  validation RMSE of log(price)  mean absolute error")
     for i, (rmse, mae) in enumerate(curve):
         print(f"{i or 'start':>5}  {rmse:>29.4f}  {f'${mae:,.0f}':>19}")
+    if curve:
+        path = _learning_curve.plot(
+            args.plot or args.data_directory / "learning_curve.png",
+            [rmse for rmse, _ in curve],
+            title=f"Keras house prices, federated: {_common.plural(len(parts), 'participant')},"
+            f" {MASK}",
+            ylabel="validation RMSE of log(price)",
+            baseline=(meta.target_std, "predicting the mean price"),
+        )
+        _common.say(f"wrote the learning curve to {path}")
 
 
 def local_settings(meta: data.Meta, participants: int, steps: int) -> dict[str, Any]:
@@ -206,6 +218,12 @@ def cli() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--epochs", type=_common.positive_int, default=1, help="of training per round (default: 1)"
+    )
+    run.add_argument(
+        "--plot",
+        type=Path,
+        help="write the learning curve to this PNG (default: learning_curve.png in the data"
+        " directory)",
     )
     _common.add_arguments(run, rounds=5)
     run.set_defaults(main=run_participant)

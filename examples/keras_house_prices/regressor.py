@@ -2,7 +2,8 @@
 
 Dense layers of 144, 72, 18 and 1 units (ReLU, then linear) on d input features: that is
 144·d + 144 + 144·72 + 72 + 72·18 + 18 + 18 + 1 = 144·d + 11,917 weights, the model length
-the coordinator must be configured with.
+the coordinator must be configured with. :class:`xaynet_sdk.models.ModelLayout` turns the
+network's weights into that vector and back.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from xaynet_sdk.models import ModelLayout
 
 os.environ["KERAS_BACKEND"] = "torch"  # before Keras is imported; the CPU build suffices
 
@@ -41,16 +44,15 @@ class Regressor:
             )
         self.model = keras.Sequential(layers)
         self.model.compile(optimizer="adam", loss="mean_squared_error")
-        assert self.model.count_params() == model_length(n_features)
+        # The network's layout (8 float32 layers): the vector is float32, for an F32 mask.
+        self.layout = ModelLayout.of(self.model)
+        assert self.layout.length == model_length(n_features) and self.layout.data_type == "F32"
 
     def get_weights(self) -> npt.NDArray[np.float32]:
-        return np.concatenate([w.ravel() for w in self.model.get_weights()]).astype(np.float32)
+        return self.layout.flatten(self.model)  # type: ignore[return-value]
 
     def set_weights(self, flat: npt.NDArray[np.floating]) -> None:
-        shapes = [w.shape for w in self.model.get_weights()]
-        ends = np.cumsum([int(np.prod(shape)) for shape in shapes])
-        pieces = np.split(np.asarray(flat, dtype=np.float32), ends[:-1])
-        self.model.set_weights([p.reshape(shape) for p, shape in zip(pieces, shapes)])
+        self.layout.load_into(self.model, flat)
 
     def train(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], epochs: int) -> float:
         """Train; return the last epoch's training loss (mean squared error)."""
