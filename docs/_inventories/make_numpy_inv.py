@@ -23,6 +23,8 @@ ENTRIES = [
     ("numpy.uint32", "py:class", "reference/arrays.scalars.html#numpy.uint32"),
     ("numpy.uint64", "py:class", "reference/arrays.scalars.html#numpy.uint64"),
     ("numpy.generic", "py:class", "reference/arrays.scalars.html#numpy.generic"),
+    ("numpy.floating", "py:class", "reference/arrays.scalars.html#numpy.floating"),
+    ("numpy.integer", "py:class", "reference/arrays.scalars.html#numpy.integer"),
     ("numpy.typing", "py:module", "reference/typing.html#module-numpy.typing"),
     ("numpy.typing.NDArray", "py:data", "reference/typing.html#numpy.typing.NDArray"),
     ("numpy.typing.ArrayLike", "py:data", "reference/typing.html#numpy.typing.ArrayLike"),
