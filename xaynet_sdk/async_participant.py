@@ -18,6 +18,7 @@ from .exceptions import UninitializedParticipant
 from .participant import new_backoff
 from .protocol.local_model import LocalModelInput
 from .protocol.saved import StateInput
+from .state_file import StatePath
 from .transport import DEFAULT_TIMEOUT, Cert, Timeout, TransportLike, Verify
 
 __all__ = ["AsyncParticipant", "spawn_async_participant"]
@@ -42,6 +43,7 @@ class AsyncParticipant(threading.Thread):
         verify: Verify = True,
         cert: Cert = None,
         transport: Optional[TransportLike] = None,
+        state_file: Optional[StatePath] = None,
     ) -> None:
         self._xaynet_participant = Participant(
             coordinator_url,
@@ -52,6 +54,7 @@ class AsyncParticipant(threading.Thread):
             verify=verify,
             cert=cert,
             transport=transport,
+            state_file=state_file,
         )
         self._exit_event = threading.Event()
         self._poll_period = new_backoff()
@@ -149,6 +152,7 @@ def spawn_async_participant(
     timeout: Timeout = DEFAULT_TIMEOUT,
     verify: Verify = True,
     cert: Cert = None,
+    state_file: Optional[StatePath] = None,
 ) -> tuple[AsyncParticipant, threading.Event]:
     """Start an :class:`AsyncParticipant`; return it and its new-global-model notifier.
 
@@ -166,6 +170,7 @@ def spawn_async_participant(
         timeout=timeout,
         verify=verify,
         cert=cert,
+        state_file=state_file,
     )
     participant.start()
     return participant, notifier

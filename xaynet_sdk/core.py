@@ -52,6 +52,7 @@ from .protocol.state import (
     Response,
     Transition,
 )
+from .state_file import StatePath, after_tick, before_request, open_state
 from .transport import (
     DEFAULT_TIMEOUT,
     Cert,
@@ -130,8 +131,9 @@ class Participant:
     then ignored). Keyword options: ``max_message_size`` (bytes of a sealed message; None
     sends every message whole, a number splits larger messages into chunks as the Rust
     participant does), ``timeout`` (seconds, or ``(connect, read)``), ``verify`` (True, False
-    or a CA bundle path), ``cert`` (client certificate) and ``transport`` (a replacement for
-    the HTTP transport, for tests).
+    or a CA bundle path), ``cert`` (client certificate), ``transport`` (a replacement for
+    the HTTP transport, for tests) and ``state_file`` (a path: resume from it if it exists,
+    and keep it up to date at every step, see :mod:`xaynet_sdk.state_file`).
 
     Raises :class:`ParticipantInit` (bad URL or options, or a scalar that is not a finite
     number above 0) or :class:`ParticipantRestore` (unusable state, or bad URL when
@@ -149,8 +151,12 @@ class Participant:
         verify: Verify = True,
         cert: Cert = None,
         transport: Optional[TransportLike] = None,
+        state_file: Optional[StatePath] = None,
     ) -> None:
         events: tuple[Event, ...]
+        persistence, from_file = None, False
+        if state_file is not None:  # state file hook: resume from the file if it exists
+            persistence, state, from_file = open_state(state_file, state)
         if state is None:
             try:
                 check_url(url)
@@ -190,6 +196,9 @@ class Participant:
         self._step_errors: set[str] = set()
         self._odd_params: Optional[RoundParameters] = None
         self._process(events)
+        self._persistence = persistence
+        if persistence is not None:  # state file hook: the file holds the state from now on
+            persistence.attach(self._state, from_file)
 
     # -- the original's methods -------------------------------------------------------------
     def tick(self) -> None:
@@ -207,7 +216,8 @@ class Participant:
         Never raises for network or coordinator trouble (that is logged and retried on the
         next tick); raises :class:`UninitializedParticipant` after :meth:`save`.
         """
-        with self._tick_lock:
+        # state file hook: the state a tick leaves is recorded (if it changed)
+        with self._tick_lock, after_tick(self._persistence, lambda: self._state):
             self._check_open("tick")
             params = self._fetch_params()
             request: Optional[Request] = None
@@ -225,6 +235,9 @@ class Participant:
                     return
                 if request is None:
                     self._commit(self._safe_step(state, None))
+                elif not before_request(self._persistence, state, request):  # state file hook
+                    self._made_progress = False  # a POST goes out only once it is on file
+                    return
             if request is not None:
                 response = self._perform(request)
                 with self._state_lock:
@@ -268,6 +281,8 @@ class Participant:
             )
             self._state = machine.with_local_model(self._state, model)
             self._should_set_model = False
+            if self._persistence is not None:  # state file hook: the model is on file
+                self._persistence.record(lambda: self._state)
 
     def made_progress(self) -> bool:
         """True right after construction or restore; after a tick, whether it made progress."""

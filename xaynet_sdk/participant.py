@@ -34,6 +34,7 @@ from .exceptions import (
     UninitializedParticipant,
 )
 from .protocol.saved import StateInput
+from .state_file import StatePath
 from .transport import DEFAULT_TIMEOUT, Cert, Timeout, TransportLike, Verify
 
 __all__ = [
@@ -124,6 +125,7 @@ class InternalParticipant(threading.Thread):
         verify: Verify = True,
         cert: Cert = None,
         transport: Optional[TransportLike] = None,
+        state_file: Optional[StatePath] = None,
     ) -> None:
         if not callable(participant):
             raise TypeError(
@@ -139,6 +141,7 @@ class InternalParticipant(threading.Thread):
             verify=verify,
             cert=cert,
             transport=transport,
+            state_file=state_file,
         )
         self._participant_class = participant
         self._participant: Optional[ParticipantABC] = None
@@ -342,6 +345,7 @@ def spawn_participant(
     timeout: Timeout = DEFAULT_TIMEOUT,
     verify: Verify = True,
     cert: Cert = None,
+    state_file: Optional[StatePath] = None,
 ) -> InternalParticipant:
     """Start a participant thread running ``participant(*args, **kwargs)``; return its handle.
 
@@ -367,10 +371,17 @@ def spawn_participant(
         verify: Verify the coordinator's TLS certificate (True), not (False), or against this
             CA bundle (a path).
         cert: A client certificate for TLS: a PEM path, or ``(cert, key)`` paths.
+        state_file: A path. If the file exists the participant resumes from it (``state``
+            must then be None), else it starts from ``state`` (or fresh) and creates it
+            (mode 0600: it holds the private key). The file is kept up to date at every step,
+            atomically, so a participant killed at any moment resumes from it with its keys
+            and round progress and never sends two different messages in one round. See
+            :mod:`xaynet_sdk.state_file`.
 
     Raises:
         ParticipantInit: The URL, the scalar or an option is invalid.
-        ParticipantRestore: The state cannot be restored (it says why).
+        ParticipantRestore: The state cannot be restored (it says why), or the state file
+            exists but is unusable (it names the file).
         Exception: Whatever the class's constructor raised (it runs in the new thread; this
             call waits for it).
     """
@@ -386,6 +397,7 @@ def spawn_participant(
         timeout=timeout,
         verify=verify,
         cert=cert,
+        state_file=state_file,
     )
     internal._report_init_error = False
     internal.start()
