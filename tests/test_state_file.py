@@ -361,3 +361,10 @@ def test_async_participant_file_matches_stop_and_resumes_with_the_same_key(
         again, _ = spawn_async_participant(coord.url, state_file=path, timeout=2.0)
         assert again.xaynet_participant.public_key == key
         assert bytes(again.stop()) == on_file(path)
+
+
+def test_a_state_file_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "a-directory"
+    path.mkdir()
+    with pytest.raises(ParticipantRestore, match=f"cannot read the state file {path}"):
+        participant(MiniCoordinator(), path)

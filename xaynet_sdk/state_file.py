@@ -85,16 +85,15 @@ class StateFile:
     def read(self) -> Optional[bytes]:
         """The file's bytes, or None if there is no file; a loose mode is reported once."""
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            with open(self.path, "rb") as file:
+                self._check_mode(os.fstat(file.fileno()).st_mode)
+                return file.read()
         except FileNotFoundError:
             return None
         except OSError as e:
             raise ParticipantRestore(
                 f"failed to restore participant: cannot read the state file {self.path}: {e}"
             ) from None
-        with os.fdopen(fd, "rb") as file:
-            self._check_mode(os.fstat(file.fileno()).st_mode)
-            return file.read()
 
     def _check_mode(self, mode: int) -> None:
         if os.name != "posix" or not mode & (stat.S_IRWXG | stat.S_IRWXO):
