@@ -368,3 +368,22 @@ def test_a_state_file_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path) 
     path.mkdir()
     with pytest.raises(ParticipantRestore, match=f"cannot read the state file {path}"):
         participant(MiniCoordinator(), path)
+
+
+def test_a_state_of_the_original_participant_moves_into_a_state_file(tmp_path: Path) -> None:
+    import struct
+
+    from test_protocol_state import _shared_bincode
+
+    from xaynet_sdk.codec.crypto import SigningKeyPair
+    from xaynet_sdk.protocol.saved import FORMAT
+
+    coord = MiniCoordinator()
+    keys = SigningKeyPair.generate()
+    original = struct.pack("<I", 1) + _shared_bincode(keys, 0.5, None, coord.params.to_bytes())
+    path = tmp_path / "p.state"
+    p = participant(coord, path, state=original)
+    assert p.public_key == keys.public
+    assert FORMAT.encode() in on_file(path)  # converted: our versioned msgpack document
+    resumed = participant(coord, path)
+    assert resumed.public_key == keys.public and resumed.state.shared.scalar == 0.5
