@@ -22,7 +22,10 @@ Each kill is followed at once by a restart from the state file. Checked:
 * every global model is exactly the mean of a subset of the update participants' models;
 * rounds complete during the storm and after it; no child writes a traceback.
 
-The seed is printed with the report; ``XAYNET_KILL_SEED`` replays a schedule.
+The report counts kills by point and by phase: for a self-kill the phase the participant was
+in, for a kill from outside the phase on file (what it resumes from; the sub-steps inside a
+tick are never on file). The seed is printed with the report; ``XAYNET_KILL_SEED`` replays a
+schedule.
 """
 
 from __future__ import annotations
