@@ -19,6 +19,8 @@ Each figure is the median of several runs. References:
   unmask and publish (Sum2 closed to model published) against the C unmask kernel alone.
 * memory: peak resident memory (ru_maxrss) of the participant's process after its updates
   of N weights, against the original's.
+* persist: the time state_file= adds to a sum and an update task (its records), beside the
+  task's own work; see benchmarks/_persistence.py.
 The last line of each section says how long it took and how much CPU other processes took
 meanwhile: on a 2-core machine that load skews every figure, above all the 2-thread ones.
 """
@@ -45,7 +47,8 @@ from xaynet_sdk.mask.masking import mask_model, sum_masks
 from xaynet_sdk.mask.parallel import usable_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _rounds  # noqa: E402 - benchmarks/ is not a package
+import _persistence  # noqa: E402 - benchmarks/ is not a package
+import _rounds  # noqa: E402
 
 CONFIGS = ("Prime/F32/B0/M3", "Integer/F64/B2/M6")
 SKIP_ORIGINAL = False
@@ -360,12 +363,17 @@ def bench_memory(quick: bool) -> None:
     print(f"# {load.report()}")
 
 
+def bench_persist(quick: bool) -> None:
+    _persistence.bench(quick, row, CpuLoad())
+
+
 SECTIONS = {
     "mask": bench_mask,
     "sum2": bench_sum2,
     "e2e": bench_e2e,
     "coordinator": bench_coordinator,
     "memory": bench_memory,
+    "persist": bench_persist,
 }
 
 

@@ -25,6 +25,7 @@ QUICK_ROWS = {
     "End to end": 2,  # update and sum2 at N = 1e5
     "Coordinator": 2,  # aggregate, unmask+publish
     "Memory": 1,  # N = 1e5
+    "Persistence": 2,  # update and sum at N = 1e5
 }
 
 
@@ -94,6 +95,9 @@ def test_quick_run_without_the_original_prints_every_row() -> None:
     memory = section(sections, "Memory")
     check_rows(memory, QUICK_ROWS["Memory"], [0, 1, 2])
     assert memory[0][3:] == ["skipped", "skipped", "-"]
+    persistence = section(sections, "Persistence")
+    check_rows(persistence, QUICK_ROWS["Persistence"], [1, 2, 3, 4, 5, 6])
+    assert [r[0] for r in persistence] == ["update", "sum"]
 
 
 @pytest.mark.original

@@ -170,6 +170,54 @@ def test_restore_keeps_the_key_and_the_round(tmp_path: Path) -> None:
     assert f"participant {key.group(1)}...: restored from {state}" in again.stdout
 
 
+def test_restore_after_kill_comes_back_with_the_same_key_and_round(tmp_path: Path) -> None:
+    state = tmp_path / "participant.state"
+    proc = run_example(
+        "restore_after_kill.py",
+        "--rounds",
+        "2",
+        "--timeout",
+        "90",
+        "--state",
+        str(state),
+        cwd=tmp_path,
+    )
+    assert_succeeded(proc, 2)
+    new = re.search(
+        r"participant ([0-9a-f]{16})\.\.\.: a new participant, kept in (\S+), round", proc.stdout
+    )
+    assert new and new.group(2) == str(state), proc.stdout
+    killed = re.search(
+        r"killing myself with SIGKILL: round ([0-9a-f]{8}), phase (\w+)", proc.stdout
+    )
+    assert killed and killed.group(2) in ("Sending", "Sum2"), proc.stdout
+    assert f"the participant was killed; {state} is what it left" in proc.stdout
+    resumed = re.search(
+        rf"participant {new.group(1)}\.\.\.: resumed from {re.escape(str(state))}, round (\w+),",
+        proc.stdout,
+    )
+    assert resumed, proc.stdout  # the same key
+    # The round it was killed in, unless that round ended before the second child started.
+    between = proc.stdout[killed.end() : resumed.start()]
+    assert resumed.group(1) == killed.group(1) or "coordinator: round" in between, between
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+    again = run_example(
+        "restore_after_kill.py",
+        "--rounds",
+        "2",
+        "--timeout",
+        "90",
+        "--state",
+        str(state),
+        cwd=tmp_path,
+    )
+    assert_succeeded(again, 2)
+    assert f"participant {new.group(1)}...: resumed from {state}" in again.stdout
+    assert "SIGKILL" not in again.stdout  # a participant with a file is not killed again
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -198,6 +246,7 @@ def test_every_example_is_tested() -> None:
         "multiple_participants.py",
         "participate_in_update.py",
         "restore.py",
+        "restore_after_kill.py",
     }
     assert all(f'"{s}"' in tested for s in scripts)
 

@@ -66,6 +66,7 @@ from .protocol.state import (
     Response,
     Transition,
 )
+from .state_file import StatePath, after_tick, before_request, open_state
 from .transport import (
     DEFAULT_TIMEOUT,
     Cert,
@@ -111,11 +112,13 @@ class OptionFields(TypedDict, total=False):
     verify: Verify
     cert: Cert
     transport: Optional[TransportLike]
+    state_file: Optional[StatePath]
 
 
 @dataclass(frozen=True)
 class Options:
-    """The connection options of a participant, checked when the participant is built.
+    """The options of a participant (its connection, and its state file), checked when the
+    participant is built.
 
     ``max_message_size``: bytes of a sealed message; None sends every message whole, a
     number splits larger messages into chunks as the Rust participant does (ignored on
@@ -123,6 +126,8 @@ class Options:
     request. ``verify``: check the coordinator's TLS certificate (True), not (False), or
     against this CA bundle (a path). ``cert``: a client certificate, a PEM path or
     ``(cert, key)`` paths. ``transport``: a replacement for the HTTP transport (tests).
+    ``state_file``: a path; the participant resumes from it if it exists (``state`` must then
+    be None) and keeps it up to date at every step (:mod:`xaynet_sdk.state_file`).
     """
 
     max_message_size: Optional[int] = None
@@ -130,6 +135,7 @@ class Options:
     verify: Verify = True
     cert: Cert = None
     transport: Optional[TransportLike] = None
+    state_file: Optional[StatePath] = None
 
     @classmethod
     def of(cls, options: "Optional[Options]", fields: OptionFields) -> "Options":
@@ -217,6 +223,10 @@ class Participant:
     ) -> None:
         opts = Options.of(options, fields)
         events: tuple[Event, ...]
+        persistence, from_file = None, False
+        state_file = opts.state_file
+        if state_file is not None:  # state file hook: resume from the file if it exists
+            persistence, state, from_file = open_state(state_file, state)
         if state is None:
             try:
                 check_url(url)
@@ -255,6 +265,9 @@ class Participant:
         self._step_errors: set[str] = set()
         self._odd_params: Optional[RoundParameters] = None
         self._process(events)
+        self._persistence = persistence
+        if persistence is not None:  # state file hook: the file holds the state from now on
+            persistence.attach(self._state, from_file)
 
     # -- the original's methods -------------------------------------------------------------
     def tick(self) -> None:
@@ -272,7 +285,8 @@ class Participant:
         Never raises for network or coordinator trouble (that is logged and retried on the
         next tick); raises :class:`UninitializedParticipant` after :meth:`save`.
         """
-        with self._tick_lock:
+        # state file hook: the state a tick leaves is recorded (if it changed)
+        with self._tick_lock, after_tick(self._persistence, lambda: self._state):
             self._check_open("tick")
             params = self._fetch_params()
             request: Optional[Request] = None
@@ -290,6 +304,9 @@ class Participant:
                     return
                 if request is None:
                     self._commit(self._safe_step(state, None))
+                elif not before_request(self._persistence, state, request):  # state file hook
+                    self._made_progress = False  # a POST goes out only once it is on file
+                    return
             if request is not None:
                 response = self._perform(request)
                 with self._state_lock:
@@ -333,6 +350,8 @@ class Participant:
             )
             self._state = machine.with_local_model(self._state, model)
             self._should_set_model = False
+            if self._persistence is not None:  # state file hook: the model is on file
+                self._persistence.record(lambda: self._state)
 
     def made_progress(self) -> bool:
         """True right after construction or restore; after a tick, whether it made progress."""

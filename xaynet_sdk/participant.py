@@ -326,12 +326,19 @@ def spawn_participant(
         verify: Verify the coordinator's TLS certificate (True), not (False), or against this
             CA bundle (a path).
         cert: A client certificate for TLS: a PEM path, or ``(cert, key)`` paths.
-        **options: These four are the fields of :class:`~xaynet_sdk.driver.Options`, which
+        **options: These are fields of :class:`~xaynet_sdk.driver.Options`, which
             is built once here and shared by the participant and its transport.
+        state_file: A path. If the file exists the participant resumes from it (``state``
+            must then be None), else it starts from ``state`` (or fresh) and creates it
+            (mode 0600: it holds the private key). The file is kept up to date at every step,
+            atomically, so a participant killed at any moment resumes from it with its keys
+            and round progress and never sends two different messages in one round. See
+            :mod:`xaynet_sdk.state_file`.
 
     Raises:
         ParticipantInit: The URL, the scalar or an option is invalid.
-        ParticipantRestore: The state cannot be restored (it says why).
+        ParticipantRestore: The state cannot be restored (it says why), or the state file
+            exists but is unusable (it names the file).
         Exception: Whatever the class's constructor raised (it runs in the new thread; this
             call waits for it).
     """
