@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from xaynet_sdk.core import Participant, Task
+from xaynet_sdk.driver import Participant, Task
 
 from xaynet_sdk.coordinator import LocalCoordinator, Settings
 from xaynet_sdk.protocol.saved import dump_state
