@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from xaynet_sdk.driver import Participant, Task
 
 from xaynet_sdk.coordinator import LocalCoordinator, Settings
+from xaynet_sdk.driver import Participant, Task
 from xaynet_sdk.protocol.saved import dump_state
 from xaynet_sdk.protocol.state import Sending, SendingKind, Sum2, Update
 from xaynet_sdk.state_file import Persistence

@@ -22,11 +22,11 @@ if str(TESTS_DIR) not in sys.path:
 
 from fault_servers import LogCapture  # noqa: E402
 from participant_fakes import FakeTransport, MiniCoordinator, seed_for_roles  # noqa: E402
-from xaynet_sdk.driver import Participant  # noqa: E402
 
 from xaynet_sdk import spawn_async_participant, spawn_participant  # noqa: E402
 from xaynet_sdk import state_file as state_file_module  # noqa: E402
 from xaynet_sdk.coordinator import LocalCoordinator, Settings  # noqa: E402
+from xaynet_sdk.driver import Participant  # noqa: E402
 from xaynet_sdk.exceptions import ParticipantInit, ParticipantRestore  # noqa: E402
 from xaynet_sdk.protocol.saved import dump_state, load_state  # noqa: E402
 from xaynet_sdk.protocol.state import Sending  # noqa: E402

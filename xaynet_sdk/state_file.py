@@ -47,7 +47,8 @@ __all__ = ["Persistence", "StateFile", "StatePath", "after_tick", "before_reques
 
 _log = get_logger("state_file")
 
-StatePath = Union[str, "os.PathLike[str]"]
+#: Where a participant keeps its state: a path, as a string or a path-like object.
+StatePath = Union[str, os.PathLike[str]]
 
 #: Paths whose loose permissions were already reported (once per process).
 _warned_permissions: set[Path] = set()
