@@ -130,11 +130,11 @@ class LocalCoordinator:
                 api.host, api.port, self._state, self._pipeline, self._stats, self.limits
             )
             try:
-                with self._state.lock:
-                    if stored is None:
+                if stored is None:
+                    with self._state.lock:
                         first = self._state.begin_round()
-                    else:
-                        first = self._state.restore(stored, restored)
+                else:
+                    first = self._state.restore(stored, restored)
             except BaseException:
                 server.close()
                 store.close()

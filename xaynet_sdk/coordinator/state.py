@@ -24,6 +24,7 @@ Three properties matter and are why the code looks the way it does:
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
@@ -67,6 +68,7 @@ __all__ = [
     "wal_record",
 ]
 
+_log = logging.getLogger("xaynet_sdk.coordinator.state")
 _F64 = struct.Struct("<d")
 _HISTORY = 1000
 _RECORD = struct.Struct(">Q48s32s")  # round id, sealed box id, participant key; then payload
@@ -386,7 +388,7 @@ class CoordinatorState:
             settings.model_length,
         )
 
-    # -- restore (before the round thread and the server start) ------------------------------
+    # -- restore (before the round thread and the server start; takes the lock itself) --------
     def restore(self, stored: StoredState, model: Optional[PublishedModel]) -> Round:
         """Continue the stored round in its phase, with its id and keys (see :mod:`.store`).
 
@@ -406,16 +408,21 @@ class CoordinatorState:
                 " [mask] and [model] settings, or with [restore] enable = false to discard the"
                 " stored state"
             )
-        if model is not None:
+        with self.lock:
             self._latest_model = model
-            self.cond.notify_all()
-        self._prev_seed = meta.seed
-        self._base_round_id = meta.round_id
-        if (meta.sum, meta.update) != (settings.pet.sum, settings.pet.update):
-            return self.begin_round()
-        keys = EncryptKeyPair(meta.public, meta.secret)
-        current = Round(meta.round_id, keys, meta.seed, settings, self.clock())
-        self._round = current
+            self._prev_seed = meta.seed
+            self._base_round_id = meta.round_id
+            if (meta.sum, meta.update) != (settings.pet.sum, settings.pet.update):
+                _log.warning(
+                    "the stored round %d ran with other selection probabilities: it is"
+                    " abandoned, round %d starts with the new ones",
+                    meta.round_id,
+                    meta.round_id + 1,
+                )
+                return self.begin_round()
+            keys = EncryptKeyPair(meta.public, meta.secret)
+            current = Round(meta.round_id, keys, meta.seed, settings, self.clock())
+            self._round = current
         target = max(
             [phase_index(stored.phase)]
             + [phase_index(p) for p, records in stored.messages.items() if records]
@@ -424,16 +431,20 @@ class CoordinatorState:
         try:
             self._replay(current, Phase.SUM, stored.messages.get(Phase.SUM, []))
             if target >= 1:
-                self.open_update(current)
+                with self.lock:
+                    self.open_update(current)
                 if stored.update_snapshot is not None:
-                    self._load_update_snapshot(current, stored.update_snapshot)
+                    with self.lock:
+                        self._load_update_snapshot(current, stored.update_snapshot)
                 else:
                     self._replay(current, Phase.UPDATE, stored.messages.get(Phase.UPDATE, []))
             if target >= 2:
-                self.open_sum2(current)
+                with self.lock:
+                    self.open_sum2(current)
                 self._replay(current, Phase.SUM2, stored.messages.get(Phase.SUM2, []))
             if target >= 3:
-                self.open_unmask(current)
+                with self.lock:
+                    self.open_unmask(current)
         finally:
             self._restoring = False
         return current

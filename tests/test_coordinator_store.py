@@ -1,0 +1,366 @@
+"""The coordinator's state in a real Redis and its global models in a real S3 (moto's server).
+
+The coordinator runs as users run it, ``python -m xaynet_sdk.coordinator -c config.toml``, in
+a subprocess that the tests kill with SIGKILL in each phase and start again with the same
+file. Raw participants (:mod:`coordinator_fixtures`) drive the rounds over HTTP, each update
+participant with its own model and scalar, so a global model tells which updates it averages
+(:func:`round_checks.match_subset`): all of them, after any crash, or a message was lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import msgpack
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from coordinator_fixtures import RawClient, RawParticipant, assert_model_close  # noqa: E402
+from round_checks import contribution, match_subset  # noqa: E402
+from store_servers import (  # noqa: E402
+    MotoServer,
+    RedisServer,
+    free_port,
+    redis_server,
+    s3_server,
+)
+
+from xaynet_sdk.codec.bincode import RoundParameters  # noqa: E402
+from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
+from xaynet_sdk.coordinator.state import decode_model_fractions  # noqa: E402
+
+__all__ = ["redis_server", "s3_server"]
+
+MASK = "Prime/F32/B0/M3"
+LENGTH = 8
+REPO = TESTS_DIR.parent
+
+
+def config_text(
+    port: int,
+    redis: Optional[RedisServer],
+    s3: Optional[MotoServer],
+    *,
+    restore: bool = True,
+    mask: str = MASK,
+    length: int = LENGTH,
+    min_sum2_time: float = 0.05,
+) -> str:
+    group, data, bound, model = mask.split("/")
+    text = f"""
+[api]
+bind_address = "127.0.0.1:{port}"
+
+[pet]
+sum = 0.5
+update = 0.9
+min_sum_count = 2
+min_update_count = 3
+min_sum2_count = 2
+max_sum_count = 100
+max_update_count = 100
+max_sum2_count = 100
+min_sum_time = 0.05
+min_update_time = 0.05
+min_sum2_time = {min_sum2_time}
+max_sum_time = 300
+max_update_time = 300
+max_sum2_time = 300
+
+[mask]
+group_type = "{group}"
+data_type = "{data}"
+bound_type = "{bound}"
+model_type = "{model}"
+
+[model]
+length = {length}
+"""
+    if redis is not None:
+        text += f'\n[redis]\nurl = "{redis.url}"\n\n[restore]\nenable = {str(restore).lower()}\n'
+    if s3 is not None:
+        text += f"""
+[s3]
+access_key = "{s3.ACCESS_KEY}"
+secret_access_key = "{s3.SECRET_KEY}"
+region = ["{s3.REGION}", "{s3.endpoint}"]
+
+[s3.buckets]
+global_models = "global-models"
+"""
+    return text
+
+
+class CoordinatorProcess:
+    """``python -m xaynet_sdk.coordinator -c <file>``, its stderr in a file."""
+
+    def __init__(self, directory: Path, text: str, port: int) -> None:
+        self.directory = directory
+        self.config = directory / "config.toml"
+        self.config.write_text(text)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.log_path: Optional[Path] = None
+        self.starts = 0
+
+    def start(self, *, expect_listening: bool = True) -> "CoordinatorProcess":
+        self.starts += 1
+        self.log_path = self.directory / f"coordinator-{self.starts}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xaynet_sdk.coordinator", "-c", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.directory,
+            env={k: v for k, v in os.environ.items() if not k.lower().startswith("xaynet_")},
+        )
+        log.close()
+        if expect_listening:
+            self.wait_log("listening on", 60)
+        return self
+
+    def log(self) -> str:
+        assert self.log_path is not None
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            for line in log.splitlines():
+                if text in line:
+                    return line
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the coordinator exited ({self.proc.returncode}): {log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in {timeout} s: {log}")
+            time.sleep(0.02)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def coordinators(tmp_path: Path) -> Iterator[Callable[..., CoordinatorProcess]]:
+    started: list[CoordinatorProcess] = []
+
+    def factory(text_for_port: Callable[[int], str], name: str = "c") -> CoordinatorProcess:
+        port = free_port()
+        directory = tmp_path / name
+        directory.mkdir()
+        coordinator = CoordinatorProcess(directory, text_for_port(port), port)
+        started.append(coordinator)
+        return coordinator
+
+    yield factory
+    for coordinator in started:
+        coordinator.stop()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stored_state(redis: RedisServer) -> dict[str, Any]:
+    client = redis.client()
+    try:
+        raw = client.get("xaynet_sdk:coordinator_state")
+        assert raw is not None, "no coordinator state in Redis"
+        state: dict[str, Any] = msgpack.unpackb(raw)
+        phase = client.get("xaynet_sdk:phase")
+        state["phase"] = phase.decode() if phase is not None else None
+        latest = client.get("xaynet_sdk:latest_global_model_id")
+        state["latest_global_model_id"] = latest.decode() if latest is not None else None
+        return state
+    finally:
+        client.close()
+
+
+@dataclass
+class Crash:
+    """Kill -9 and restart; remember how long the coordinator was away."""
+
+    coordinator: CoordinatorProcess
+    cycles: list[float]
+
+    def __call__(self) -> str:
+        start = time.monotonic()
+        self.coordinator.kill9()
+        self.coordinator.start()
+        client = RawClient(self.coordinator.url)
+        try:
+            client.params()
+        finally:
+            client.close()
+        self.cycles.append(time.monotonic() - start)
+        return self.coordinator.wait_log("restored from Redis", 5)
+
+
+def run_crashing_round(
+    coordinator: CoordinatorProcess,
+    crash: Crash,
+    crash_phase: Optional[str],
+    *,
+    pause_s3: Optional[MotoServer] = None,
+    redis: Optional[RedisServer] = None,
+    shift: int = 1,
+) -> tuple[RoundParameters, bytes]:
+    """One round with 2 sum and 3 update participants, killed once in ``crash_phase``."""
+    client = RawClient(coordinator.url)
+    try:
+        previous = client.model_bytes()
+        params = client.params()
+        config = MaskConfig.from_name(MASK)
+        summers = [RawParticipant.with_role(params, "sum") for _ in range(2)]
+        scalars = [1.0, 0.5, 0.25]
+        updaters = [RawParticipant.with_role(params, "update", s) for s in scalars]
+        # Each round its own models (a round with the same ones would repeat the model).
+        models = [[(i + 1) * (j - 3 + shift) / 16 for j in range(LENGTH)] for i in range(3)]
+
+        def restarted_same_round(phase: str) -> None:
+            line = crash()
+            assert f"in the {phase} phase" in line, line
+            assert client.params() == params  # the same round: id, keys, seed
+
+        assert client.post(summers[0].sealed(params, summers[0].sum_payload(params))) == 200
+        if crash_phase == "Sum":
+            restarted_same_round("Sum")
+        assert client.post(summers[1].sealed(params, summers[1].sum_payload(params))) == 200
+        sum_dict = wait_until(client.sums, 60, "the sum dict")
+        assert set(sum_dict) == {s.pk for s in summers}
+
+        updates = [
+            u.sealed(params, u.update_payload(params, sum_dict, m))
+            for u, m in zip(updaters, models)
+        ]
+        for body in updates[:2]:
+            assert client.post(body) == 200
+        if crash_phase == "Update":
+            restarted_same_round("Update")
+            assert client.sums() == sum_dict
+        assert client.post(updates[2]) == 200
+        seeds = [wait_until(lambda s=s: client.seeds(s.pk), 60, "the seed dict") for s in summers]
+        assert all(set(s) == {u.pk for u in updaters} for s in seeds)  # no update lost
+
+        sum2 = [s.sealed(params, s.sum2_payload(params, d)) for s, d in zip(summers, seeds)]
+        assert client.post(sum2[0]) == 200
+        if crash_phase == "Sum2":
+            restarted_same_round("Sum2")
+            assert client.seeds(summers[1].pk) == seeds[1]
+        if crash_phase == "Unmask":
+            # The S3 server stops answering: the coordinator's round end waits in its upload,
+            # after it stored the Unmask phase and before it stored the next round.
+            assert pause_s3 is not None and pause_s3.proc is not None and redis is not None
+            os.kill(pause_s3.proc.pid, signal.SIGSTOP)
+            try:
+                assert client.post(sum2[1]) == 200
+                round_id = stored_state(redis)["round_id"]
+                wait_until(
+                    lambda: stored_state(redis)["phase"] == f"{round_id}:Unmask", 60, "Unmask"
+                )
+                time.sleep(0.3)
+                assert stored_state(redis)["round_id"] == round_id
+                coordinator.kill9()
+            finally:
+                os.kill(pause_s3.proc.pid, signal.SIGCONT)
+            crash.cycles.append(0.0)  # not timed: the kill waited for S3
+            crash.cycles.pop()
+            start = time.monotonic()
+            coordinator.start()
+            line = coordinator.wait_log("restored from Redis", 5)
+            assert "in the Unmask phase" in line, line
+            crash.cycles.append(time.monotonic() - start)
+        else:
+            assert client.post(sum2[1]) == 200
+
+        model = wait_until(
+            lambda: (m := client.model_bytes()) != previous and m, 60, "the global model"
+        )
+        fractions = decode_model_fractions(model)
+        parts = [
+            contribution(f"u{i}", m, s, config) for i, (m, s) in enumerate(zip(models, scalars))
+        ]
+        assert match_subset(fractions, parts, config) == ["u0", "u1", "u2"]
+        assert_model_close(fractions, config, models, scalars)
+        return params, model
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("crash_phase", ["Sum", "Update", "Sum2", "Unmask"])
+def test_kill_9_in_each_phase_loses_no_accepted_message(
+    crash_phase: str,
+    redis_server: RedisServer,
+    s3_server: MotoServer,
+    coordinators: Callable[..., CoordinatorProcess],
+) -> None:
+    coordinator = coordinators(lambda port: config_text(port, redis_server, s3_server)).start()
+    first = coordinator.wait_log("listening on", 1)
+    assert "round 1: Sum phase" in first, first
+    cycles: list[float] = []
+    crash = Crash(coordinator, cycles)
+    params, model = run_crashing_round(
+        coordinator, crash, crash_phase, pause_s3=s3_server, redis=redis_server
+    )
+
+    # The model is in the bucket under the original's id, and its id in Redis.
+    model_id = f"1_{params.seed.hex()}"
+    s3 = s3_server.client()
+    stored = s3.get_object(Bucket="global-models", Key=model_id)["Body"].read()
+    assert stored == model
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="global-models")["Contents"]] == [
+        model_id
+    ]
+    state = wait_until(
+        lambda: (s := stored_state(redis_server))["round_id"] == 2 and s, 60, "round 2 stored"
+    )
+    assert state["latest_global_model_id"] == model_id
+
+    # A crash in round 2: the latest model is served at once, round ids go on.
+    line = crash()
+    assert "round 2 in the Sum phase" in line and model_id in line, line
+    client = RawClient(coordinator.url)
+    try:
+        assert client.model_bytes() == model
+        params2 = client.params()
+        assert params2.pk != params.pk
+        params3, model3 = run_crashing_round(coordinator, crash, None, shift=2)
+        assert params3 == params2
+        assert stored_state(redis_server)["latest_global_model_id"] == f"2_{params2.seed.hex()}"
+    finally:
+        client.close()
+    assert len(cycles) == 2
+    print(f"crash-restart cycles (kill -9 to /params served): {[f'{c:.2f}' for c in cycles]}")
