@@ -9,6 +9,8 @@ participant with its own model and scalar, so a global model tells which updates
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -26,7 +28,14 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-from coordinator_fixtures import RawClient, RawParticipant, assert_model_close  # noqa: E402
+from coordinator_fixtures import (  # noqa: E402
+    RawClient,
+    RawParticipant,
+    assert_model_close,
+    local_coordinator,
+    raw_round_settings,
+    run_round,
+)
 from round_checks import contribution, match_subset  # noqa: E402
 from store_servers import (  # noqa: E402
     MotoServer,
@@ -37,10 +46,12 @@ from store_servers import (  # noqa: E402
 )
 
 from xaynet_sdk.codec.bincode import RoundParameters  # noqa: E402
+from xaynet_sdk.coordinator import LocalCoordinator, Phase, RestoreError, Settings  # noqa: E402
+from xaynet_sdk.coordinator.settings import RedisSettings, RestoreSettings, S3Settings  # noqa: E402
 from xaynet_sdk.coordinator.state import decode_model_fractions  # noqa: E402
 from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
 
-__all__ = ["redis_server", "s3_server"]
+__all__ = ["local_coordinator", "redis_server", "s3_server"]
 
 MASK = "Prime/F32/B0/M3"
 LENGTH = 8
@@ -360,3 +371,170 @@ def test_kill_9_in_each_phase_loses_no_accepted_message(
         client.close()
     assert len(cycles) == 2
     print(f"crash-restart cycles (kill -9 to /params served): {[f'{c:.2f}' for c in cycles]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Operations: Redis unreachable, Redis restarts, SIGTERM, settings that do not fit
+# ---------------------------------------------------------------------------------------------
+
+
+def store_settings(redis: RedisServer, **overrides: Any) -> Settings:
+    restore = overrides.pop("restore", True)
+    s3 = overrides.pop("s3", None)
+    return dataclasses.replace(
+        raw_round_settings(**overrides),
+        redis=RedisSettings(redis.url),
+        restore=RestoreSettings(restore),
+        s3=s3,
+    )
+
+
+def test_redis_unreachable_at_start_is_a_clear_error(
+    coordinators: Callable[..., CoordinatorProcess], tmp_path: Path
+) -> None:
+    nobody = RedisServer(tmp_path / "never-started")  # a free port, nothing listening
+    nobody.port = free_port()
+    text = config_text(0, nobody, None).replace(
+        f"redis://127.0.0.1:{nobody.port}/0", f"redis://:pa55word@127.0.0.1:{nobody.port}/0"
+    )
+    coordinator = coordinators(lambda port: text).start(expect_listening=False)
+    assert coordinator.proc is not None
+    assert coordinator.proc.wait(60) == 1
+    log = coordinator.log()
+    assert f"xaynet-coordinator: cannot reach Redis at redis://***@127.0.0.1:{nobody.port}/0" in (
+        log
+    ), log
+    assert "pa55word" not in log
+
+
+def test_sigterm_then_restart_resumes_the_round(
+    redis_server: RedisServer, coordinators: Callable[..., CoordinatorProcess]
+) -> None:
+    coordinator = coordinators(lambda port: config_text(port, redis_server, None)).start()
+    client = RawClient(coordinator.url)
+    try:
+        params = client.params()
+        summer = RawParticipant.with_role(params, "sum")
+        assert client.post(summer.sealed(params, summer.sum_payload(params))) == 200
+        client.close()
+        assert coordinator.terminate() == 0
+        assert "shutting down" in coordinator.log()
+        coordinator.start()
+        line = coordinator.wait_log("restored from Redis", 5)
+        assert "round 1 in the Sum phase (accepted: 1 sum, 0 update, 0 sum2)" in line, line
+        assert client.params() == params
+    finally:
+        client.close()
+
+
+def test_redis_down_during_a_round_rejects_reports_once_and_recovers(
+    redis_server: RedisServer,
+    local_coordinator: Callable[..., LocalCoordinator],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While Redis is down, messages are rejected (they could not be recorded), everything
+    else is served, the outage is logged once; once Redis is back, the round goes on."""
+    caplog.set_level(logging.INFO, logger="xaynet_sdk.coordinator")
+    coordinator = local_coordinator(store_settings(redis_server))
+    client = RawClient(coordinator.url)
+    try:
+        params = client.params()
+        summers = [RawParticipant.with_role(params, "sum") for _ in range(2)]
+        bodies = [s.sealed(params, s.sum_payload(params)) for s in summers]
+        assert client.post(bodies[0]) == 200
+        redis_server.stop()
+        for _ in range(3):
+            assert client.post(bodies[1]) == 200
+        assert coordinator.stats["rejected"] == {"storage_unavailable": 3}
+        assert client.params() == params and client.sums() is None
+        assert client.model_bytes() is None
+        assert coordinator.phase is Phase.SUM
+        outages = [r for r in caplog.records if "failed" in r.getMessage() and "Redis" in r.msg]
+        assert len(outages) == 1 and outages[0].levelno == logging.WARNING
+
+        redis_server.start()  # same port, same data
+        assert client.post(bodies[1]) == 200
+        assert coordinator.stats["accepted"]["Sum"] == 2
+        back = [r for r in caplog.records if "reachable again" in r.getMessage()]
+        assert len(back) == 1
+        # The round was already 1 Sum message further in Redis than in the failed writes.
+        stored = stored_state(redis_server)
+        assert stored["round_id"] == coordinator.round_id
+        assert redis_server.client().llen("xaynet_sdk:messages:sum") == 2
+    finally:
+        client.close()
+
+
+def test_redis_restart_between_rounds_and_restore_in_process(
+    redis_server: RedisServer,
+    local_coordinator: Callable[..., LocalCoordinator],
+) -> None:
+    settings = store_settings(redis_server)
+    coordinator = local_coordinator(settings)
+    run_round(coordinator)
+    redis_server.stop()
+    redis_server.start()
+    run_round(coordinator, models=[[0.5, -0.25, 1.0, 2.0]] * 3, scalars=[1.0, 0.5, 0.25])
+    assert "storage_unavailable" not in coordinator.stats["rejected"]
+    model = coordinator.global_model_bytes
+    round_id = coordinator.round_id
+    coordinator.stop()
+
+    again = local_coordinator(settings)
+    assert again.round_id == round_id == 3
+    assert again.global_model_bytes == model
+    run_round(again)
+    assert again.round_id == 4
+
+
+def test_restore_refuses_other_model_settings_and_enable_false_clears(
+    redis_server: RedisServer, local_coordinator: Callable[..., LocalCoordinator]
+) -> None:
+    coordinator = local_coordinator(store_settings(redis_server))
+    run_round(coordinator)
+    coordinator.stop()
+    with pytest.raises(RestoreError, match="model length 4.*settings say Prime/F32/B0/M3 and 6"):
+        LocalCoordinator(store_settings(redis_server, model_length=6)).start()
+    with pytest.raises(RestoreError, match="mask Prime/F32/B0/M3.*Integer/F64/B2/M6"):
+        LocalCoordinator(store_settings(redis_server, mask="Integer/F64/B2/M6")).start()
+    assert stored_state(redis_server)["round_id"] == 2  # refused, left as it was
+
+    fresh = local_coordinator(store_settings(redis_server, model_length=6, restore=False))
+    assert fresh.round_id == 1 and fresh.global_model_bytes is None
+    assert stored_state(redis_server)["latest_global_model_id"] is None
+
+
+def test_new_probabilities_abandon_the_stored_round(
+    redis_server: RedisServer, local_coordinator: Callable[..., LocalCoordinator]
+) -> None:
+    coordinator = local_coordinator(store_settings(redis_server))
+    run_round(coordinator)
+    model = coordinator.global_model_bytes
+    coordinator.stop()
+    again = local_coordinator(store_settings(redis_server, sum=0.4))
+    assert again.round_id == 3 and again.global_model_bytes == model
+    assert RawClient(again.url).params().sum == 0.4
+
+
+def test_a_missing_model_in_the_bucket_stops_the_restore(
+    redis_server: RedisServer,
+    s3_server: MotoServer,
+    local_coordinator: Callable[..., LocalCoordinator],
+) -> None:
+    s3 = S3Settings(
+        MotoServer.ACCESS_KEY, MotoServer.SECRET_KEY, MotoServer.REGION, s3_server.endpoint
+    )
+    settings = store_settings(redis_server, s3=s3)
+    coordinator = local_coordinator(settings)
+    ctx = run_round(coordinator)
+    coordinator.stop()
+    model_id = f"1_{ctx.params.seed.hex()}"
+    bucket = s3_server.client()
+    assert bucket.get_object(Bucket="global-models", Key=model_id)["Body"].read() == (
+        coordinator.global_model_bytes
+    )
+    # Without S3 the bytes would be in Redis; with it, only the id is.
+    assert redis_server.client().get("xaynet_sdk:global_model") is None
+    bucket.delete_object(Bucket="global-models", Key=model_id)
+    with pytest.raises(RestoreError, match=f"global model {model_id} is missing from S3 bucket"):
+        LocalCoordinator(settings).start()

@@ -118,7 +118,10 @@ class LocalCoordinator:
                     store.clear()
                     _log.info("[restore] enable = false: the stored state was deleted")
                 stored = store.load()
-                restored = self._restored_model(stored, models) if stored is not None else None
+                restored = None
+                if stored is not None:
+                    self._state.check_restorable(stored)
+                    restored = self._restored_model(stored, models)
             except BaseException:
                 store.close()
                 raise

@@ -14,7 +14,9 @@ __all__ = ["MESSAGE_PHASES", "Phase", "Reason", "Rejected"]
 
 
 class Phase(str, enum.Enum):
-    """The coordinator's phases (docs/PROTOCOL.md section 1.1). Values are the names in ``stats``."""
+    """The coordinator's phases (docs/PROTOCOL.md section 1.1).
+
+    Values are the names in ``stats``."""
 
     IDLE = "Idle"
     SUM = "Sum"

@@ -400,14 +400,7 @@ class CoordinatorState:
         """
         meta = stored.round
         settings = self.settings
-        if meta.mask != settings.mask.name or meta.model_length != settings.model_length:
-            raise RestoreError(
-                f"the stored coordinator state (round {meta.round_id}) was made with mask"
-                f" {meta.mask} and model length {meta.model_length}, but the settings say"
-                f" {settings.mask.name} and {settings.model_length}: start with the same"
-                " [mask] and [model] settings, or with [restore] enable = false to discard the"
-                " stored state"
-            )
+        self.check_restorable(stored)
         with self.lock:
             self._latest_model = model
             self._prev_seed = meta.seed
@@ -448,6 +441,19 @@ class CoordinatorState:
         finally:
             self._restoring = False
         return current
+
+    def check_restorable(self, stored: StoredState) -> None:
+        """:class:`RestoreError` unless the stored round has the settings' mask and length."""
+        meta = stored.round
+        settings = self.settings
+        if meta.mask != settings.mask.name or meta.model_length != settings.model_length:
+            raise RestoreError(
+                f"the stored coordinator state (round {meta.round_id}) was made with mask"
+                f" {meta.mask} and model length {meta.model_length}, but the settings say"
+                f" {settings.mask.name} and {settings.model_length}: start with the same"
+                " [mask] and [model] settings, or with [restore] enable = false to discard the"
+                " stored state"
+            )
 
     def _replay(self, current: Round, phase: Phase, records: list[bytes]) -> None:
         accept = {Phase.SUM: self.accept_sum, Phase.UPDATE: self.accept_update}
