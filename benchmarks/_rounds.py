@@ -35,6 +35,7 @@ coordinator's round state. ``LocalCoordinator`` has no per-message accept hook o
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -74,6 +75,7 @@ from xaynet_sdk.codec.message import (
     encode_message,
 )
 from xaynet_sdk.coordinator import LocalCoordinator, Phase, Settings
+from xaynet_sdk.coordinator.settings import RedisSettings, RestoreSettings
 from xaynet_sdk.mask.masking import Aggregation, mask_model, sum_masks
 from xaynet_sdk.mask.objects import MaskObject
 
@@ -538,13 +540,19 @@ class CoordinatorFigures:
 
 
 def coordinator_figures(
-    length: int, rounds: int, per_round: int, connections: int, repeats: int
+    length: int,
+    rounds: int,
+    per_round: int,
+    connections: int,
+    repeats: int,
+    redis_url: Optional[str] = None,
 ) -> CoordinatorFigures:
     """``rounds`` rounds of ``per_round`` Update messages POSTed by a client process.
 
     The messages are prepared first (distinct update participants, one masked model), then
     sent over ``connections`` keep-alive connections while the Update phase waits for all of
-    them (``min_update_count``); a helper sum participant completes each round.
+    them (``min_update_count``); a helper sum participant completes each round. With
+    ``redis_url`` the coordinator keeps its state there (``[redis]``).
     """
     settings = Settings.for_tests(
         model_length=length,
@@ -561,6 +569,10 @@ def coordinator_figures(
         max_update_time=120,
         max_sum2_time=120,
     )
+    if redis_url is not None:
+        settings = dataclasses.replace(
+            settings, redis=RedisSettings(redis_url), restore=RestoreSettings(False)
+        )
     coord = LocalCoordinator(settings, keep_models=1)
     clock = CoordinatorClock(coord)
     coord.start()

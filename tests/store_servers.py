@@ -53,7 +53,7 @@ class RedisServer:
     """``redis-server`` on 127.0.0.1, data in ``directory``; :meth:`stop` and :meth:`start`
     again keep the data (a graceful stop saves it; the append-only file has every write)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, appendfsync: str = "always") -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError(
@@ -61,6 +61,7 @@ class RedisServer:
             )
         self.executable = executable
         self.directory = directory
+        self.appendfsync = appendfsync
         self.port = free_port()
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
@@ -78,7 +79,7 @@ class RedisServer:
                 "--bind", "127.0.0.1",
                 "--dir", str(self.directory),
                 "--appendonly", "yes",
-                "--appendfsync", "always",
+                "--appendfsync", self.appendfsync,
                 "--save", "",
                 "--daemonize", "no",
             ],
