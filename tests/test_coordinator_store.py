@@ -538,3 +538,127 @@ def test_a_missing_model_in_the_bucket_stops_the_restore(
     bucket.delete_object(Bucket="global-models", Key=model_id)
     with pytest.raises(RestoreError, match=f"global model {model_id} is missing from S3 bucket"):
         LocalCoordinator(settings).start()
+
+
+# ---------------------------------------------------------------------------------------------
+# The ORIGINAL participant (xaynet-sdk-python 0.1.0) across a coordinator crash
+# ---------------------------------------------------------------------------------------------
+
+
+def _original_config(port: int, redis: RedisServer) -> str:
+    text = config_text(port, redis, None, min_sum2_time=1.0)
+    # Random roles with 8 participants; an update participant needs about 1 s to send.
+    for old, new in (
+        ("sum = 0.5", "sum = 0.3"),
+        ("update = 0.9", "update = 0.95"),
+        ("min_sum_count = 2", "min_sum_count = 1"),
+        ("min_sum2_count = 2", "min_sum2_count = 1"),
+        ("min_sum_time = 0.05", "min_sum_time = 1.0"),
+        ("min_update_time = 0.05", "min_update_time = 2.0"),
+        ("max_sum_time = 300", "max_sum_time = 10"),
+        ("max_update_time = 300", "max_update_time = 15"),
+        ("max_sum2_time = 300", "max_sum2_time = 15"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+def _records(redis: RedisServer, phase: str) -> list[bytes]:
+    client = redis.client()
+    try:
+        return list(client.lrange(f"xaynet_sdk:messages:{phase}", 0, -1))
+    finally:
+        client.close()
+
+
+def _record_pk(record: bytes) -> bytes:
+    return record[8 + 48 : 8 + 48 + 32]  # after the round id and the sealed box id
+
+
+def _update_snapshot(redis: RedisServer) -> Optional[dict[str, Any]]:
+    client = redis.client()
+    try:
+        raw = client.get("xaynet_sdk:update_snapshot")
+        return msgpack.unpackb(raw, strict_map_key=False) if raw is not None else None
+    finally:
+        client.close()
+
+
+@pytest.mark.original
+@pytest.mark.parametrize("crash_phase", ["Sum", "Update", "Sum2"])
+def test_original_participants_across_a_coordinator_crash(
+    crash_phase: str,
+    redis_server: RedisServer,
+    coordinators: Callable[..., CoordinatorProcess],
+) -> None:
+    from original.runner import OriginalParticipant
+
+    coordinator = coordinators(lambda port: _original_config(port, redis_server)).start()
+    config = MaskConfig.from_name(MASK)
+    scalars = [1.0, 0.5, 0.25, 1.0, 0.75, 1.0, 0.5, 1.0]
+    models = [
+        [2.0 ** -(i + 2)] + [(((i + 1) * (j + 3)) % 61 - 30) / 64 for j in range(1, LENGTH)]
+        for i in range(len(scalars))
+    ]
+    participants = [
+        OriginalParticipant(coordinator.url, model=m, scalar=s, timeout=240)
+        for m, s in zip(models, scalars)
+    ]
+    phase_key = {"Sum": "sum", "Update": "update", "Sum2": "sum2"}[crash_phase]
+    try:
+        # The first round in which a message of the phase is stored: kill -9 right then.
+        def reached() -> Optional[tuple[int, list[bytes]]]:
+            state = stored_state(redis_server)
+            records = _records(redis_server, phase_key)
+            if state["phase"] == f"{state['round_id']}:{crash_phase}" and records:
+                return state["round_id"], records
+            return None
+
+        round_id, before = wait_until(reached, 150, f"a stored {crash_phase} message")
+        snapshot = _update_snapshot(redis_server) if crash_phase == "Sum2" else None
+        coordinator.kill9()
+        assert reached() == (round_id, before)  # nothing was lost by Redis either
+        coordinator.start()
+        line = coordinator.wait_log("restored from Redis", 5)
+        assert f"round {round_id} in the {crash_phase} phase" in line, line
+
+        if crash_phase == "Sum":
+            client = RawClient(coordinator.url)
+            try:
+                sums = wait_until(client.sums, 60, "the sum dict of the restored round")
+            finally:
+                client.close()
+            assert {_record_pk(r) for r in before} <= set(sums)
+        if crash_phase in ("Sum", "Update"):
+            snapshot = wait_until(lambda: _update_snapshot(redis_server), 60, "Sum2")
+        assert snapshot is not None
+        updaters = {bytes(pk) for pk in snapshot["update_pks"]}
+        if crash_phase == "Update":
+            assert {_record_pk(r) for r in before} <= updaters
+        # The round completes, its model averages every update it accepted.
+        model_id = wait_until(
+            lambda: (
+                (m := stored_state(redis_server)["latest_global_model_id"])
+                and m.startswith(f"{round_id}_")
+                and m
+            ),
+            90,
+            f"the global model of round {round_id}",
+        )
+        client = RawClient(coordinator.url)
+        try:
+            model = decode_model_fractions(client.model_bytes() or b"")
+        finally:
+            client.close()
+        parts = [
+            contribution(str(i), m, s, config) for i, (m, s) in enumerate(zip(models, scalars))
+        ]
+        assert len(match_subset(model, parts, config, size=len(updaters))) == len(updaters)
+        assert snapshot["nb_models"] == len(updaters)
+        assert model_id == stored_state(redis_server)["latest_global_model_id"]
+        # The original participants fetch and decode that model.
+        wait_until(lambda: any(p.global_models() for p in participants), 60, "an original's model")
+    finally:
+        for p in participants:
+            p.stop()
