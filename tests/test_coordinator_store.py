@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -283,7 +284,7 @@ def run_crashing_round(
             restarted_same_round("Update")
             assert client.sums() == sum_dict
         assert client.post(updates[2]) == 200
-        seeds = [wait_until(lambda s=s: client.seeds(s.pk), 60, "the seed dict") for s in summers]
+        seeds = [wait_until(partial(client.seeds, s.pk), 60, "the seed dict") for s in summers]
         assert all(set(s) == {u.pk for u in updaters} for s in seeds)  # no update lost
 
         sum2 = [s.sealed(params, s.sum2_payload(params, d)) for s, d in zip(summers, seeds)]

@@ -1,6 +1,7 @@
 """A local Xaynet v0.11 coordinator: the original's REST API and PET round logic, in Python.
 
-For tests, examples and small deployments, without Redis, Docker or Rust::
+For tests, examples and deployments, without Docker or Rust (state in memory by default, in
+Redis with ``[redis]``, global models in S3 with ``[s3]``)::
 
     from xaynet_sdk.coordinator import LocalCoordinator, Settings
 
@@ -15,7 +16,8 @@ From the command line, with the original coordinator's TOML file::
 Modules, one responsibility each: :mod:`.settings` (TOML, environment, validation),
 :mod:`.server` (HTTP), :mod:`.pipeline` (a POST body to a message), :mod:`.state` (the round's
 data and the rules that change it), :mod:`.rounds` (phase timing, unmask, next round),
-:mod:`.stats` (counters), :mod:`.limits` (resource bounds).
+:mod:`.stats` (counters), :mod:`.limits` (resource bounds), :mod:`.store` (state that
+survives a restart: memory or Redis), :mod:`.s3` (global models in a bucket).
 
 The coordinator runs in background threads of the calling process. The ORIGINAL participant
 (``xaynet-sdk-python`` 0.1.0) holds the GIL during its HTTP requests, so it must run in

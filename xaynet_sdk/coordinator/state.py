@@ -20,6 +20,10 @@ Three properties matter and are why the code looks the way it does:
   answers queued requests of an ending phase with "rejected".
 * **GETs never wait.** What GET requests serve (parameters, dictionaries, the model) is encoded
   once when published and replaced by reference, so ``/params`` polling never takes the lock.
+* **Nothing accepted is forgotten** (with a durable :mod:`.store`, ``[redis]``): an accepted
+  message is stored, in the same critical section and before it changes the round, so the
+  stored messages are exactly the accepted ones; a new round is stored before it is opened.
+  :meth:`CoordinatorState.restore` rebuilds the round from them through the same rules.
 """
 
 from __future__ import annotations
