@@ -47,7 +47,13 @@ from store_servers import (  # noqa: E402
 )
 
 from xaynet_sdk.codec.bincode import RoundParameters  # noqa: E402
-from xaynet_sdk.coordinator import LocalCoordinator, Phase, RestoreError, Settings  # noqa: E402
+from xaynet_sdk.coordinator import (  # noqa: E402
+    LocalCoordinator,
+    Phase,
+    RestoreError,
+    Settings,
+    SettingsError,
+)
 from xaynet_sdk.coordinator.settings import RedisSettings, RestoreSettings, S3Settings  # noqa: E402
 from xaynet_sdk.coordinator.state import decode_model_fractions  # noqa: E402
 from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
@@ -663,3 +669,67 @@ def test_original_participants_across_a_coordinator_crash(
     finally:
         for p in participants:
             p.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# The [redis], [restore] and [s3] settings
+# ---------------------------------------------------------------------------------------------
+
+STORE_SECTIONS = """
+[redis]
+url = "redis://:secret-pw@127.0.0.1:6390/2"
+
+[s3]
+access_key = "minio"
+secret_access_key = "minio123"
+region = ["minio", "http://localhost:9000"]
+
+[s3.buckets]
+global_models = "my-models"
+
+[restore]
+enable = true
+"""
+
+
+def test_store_settings_parse_like_the_original(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(config_text(8081, None, None) + STORE_SECTIONS)
+    settings = Settings.from_toml(path, environ={})
+    assert settings.redis == RedisSettings("redis://:secret-pw@127.0.0.1:6390/2")
+    assert settings.restore == RestoreSettings(True)
+    assert settings.s3 == S3Settings(
+        "minio", "minio123", "minio", "http://localhost:9000", "my-models"
+    )
+    assert "secret-pw" not in repr(settings) and "minio123" not in repr(settings)
+    assert settings.ignored == ()
+
+    env = {"XAYNET_RESTORE__ENABLE": "false", "XAYNET_S3__REGION": "eu http://127.0.0.1:9"}
+    overridden = Settings.from_toml(path, environ=env)
+    assert overridden.restore == RestoreSettings(False)
+    assert overridden.s3 is not None
+    assert (overridden.s3.region_name, overridden.s3.endpoint) == ("eu", "http://127.0.0.1:9")
+
+    default = Settings.for_tests()  # in memory; [restore] alone would mean enable = true
+    assert default.redis is None and default.s3 is None and default.restore.enable
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('url = "redis://', 'url = "http://'), "redis.url must be a redis://"),
+        (("enable = true", 'enable = "maybe"'), "restore.enable must be true or false"),
+        (('global_models = "my-models"', 'global_models = "My_Models"'), "not a valid bucket"),
+        (('region = ["minio", "http://localhost:9000"]', "region = []"), "s3.region must be"),
+        (('access_key = "minio"', "access_key = 1"), "s3.access_key must be a string"),
+    ],
+)
+def test_store_settings_errors_name_the_key(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    path = tmp_path / "config.toml"
+    text = config_text(8081, None, None) + STORE_SECTIONS
+    assert change[0] in text
+    path.write_text(text.replace(change[0], change[1], 1))
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_toml(path, environ={})
