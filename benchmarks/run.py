@@ -381,6 +381,8 @@ def bench_store(quick: bool) -> None:
                 for name, url in (("memory", None), ("redis", redis.url)):
                     figures = _rounds.coordinator_figures(n, rounds, per_round, 2, 1, url)
                     per[name] += figures.per_model
+            stored = 10 if quick else 40
+            restore = _rounds.restore_seconds(redis.url, n, stored)
         finally:
             redis.stop()
     memory, in_redis = (statistics.median(per[k]) for k in ("memory", "redis"))
@@ -397,6 +399,8 @@ def bench_store(quick: bool) -> None:
             widths,
         )
     )
+    print(f"# restore: a coordinator starting in an Update phase with {stored} stored messages:")
+    print(f"# {restore:.2f} s in process (a new process adds Python's start and imports)")
     print("# ratio: time per message with Redis / in memory; Redis: a local redis-server,")
     print("# append-only file, fsync every second; one RPUSH of each accepted message")
     print(f"# {load.report()}")
