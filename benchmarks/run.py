@@ -368,7 +368,7 @@ def bench_store(quick: bool) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     import tempfile
 
-    from store_servers import RedisServer
+    from store_servers import RedisServer  # type: ignore[import-not-found]  # tests/ helper
 
     n = 100_000
     rounds, per_round = (1, 20) if quick else (3, 40)
