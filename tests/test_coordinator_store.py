@@ -733,3 +733,50 @@ def test_store_settings_errors_name_the_key(
     path.write_text(text.replace(change[0], change[1], 1))
     with pytest.raises(SettingsError, match=message):
         Settings.from_toml(path, environ={})
+
+
+def test_redis_down_at_the_round_end_waits_then_publishes(
+    redis_server: RedisServer,
+    local_coordinator: Callable[..., LocalCoordinator],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The round's end is stored with the next round's start: while Redis is down the
+    coordinator stays in Unmask, serving; once it is back, the model is published."""
+    caplog.set_level(logging.INFO, logger="xaynet_sdk.coordinator")
+    coordinator = local_coordinator(store_settings(redis_server, min_sum2_time=2.0))
+    ctx = run_round(coordinator, expect_model=False)  # returns after the last Sum2 message
+    redis_server.stop()
+    coordinator.wait_for_phase(Phase.UNMASK, 30)
+    time.sleep(2.5)  # several retries of the round's end
+    client = RawClient(coordinator.url)
+    try:
+        assert coordinator.phase is Phase.UNMASK and coordinator.round_id == 1
+        assert client.params() == ctx.params and client.model_bytes() is None
+    finally:
+        client.close()
+    outages = [r for r in caplog.records if "failed" in r.getMessage() and "Redis" in r.msg]
+    assert len(outages) == 1, [r.getMessage() for r in outages]
+
+    redis_server.start()
+    (model,) = coordinator.wait_for_global_models(1, 30)
+    assert_model_close(model, ctx.params.mask_config.vect, ctx.models, [1.0] * 3)
+    coordinator.wait_for_round(2, 30)
+    state = stored_state(redis_server)
+    assert state["round_id"] == 2
+    assert state["latest_global_model_id"] == f"1_{ctx.params.seed.hex()}"
+
+
+def test_an_existing_object_is_never_overwritten(s3_server: MotoServer) -> None:
+    from xaynet_sdk.coordinator.s3 import S3ModelStore
+    from xaynet_sdk.coordinator.store import StoreError
+
+    s3 = S3Settings(
+        MotoServer.ACCESS_KEY, MotoServer.SECRET_KEY, MotoServer.REGION, s3_server.endpoint
+    )
+    models = S3ModelStore(s3).connect()
+    models.put("7_00ff", b"model bytes")
+    models.put("7_00ff", b"model bytes")  # the same bytes again (a restarted Unmask): done
+    with pytest.raises(StoreError, match="already exists with other bytes"):
+        models.put("7_00ff", b"other bytes")
+    assert models.get("7_00ff") == b"model bytes" and models.get("8_00ff") is None
+    assert S3ModelStore(s3).connect().get("7_00ff") == b"model bytes"  # bucket exists: fine
