@@ -56,6 +56,7 @@ from xaynet_sdk.coordinator import (  # noqa: E402
 )
 from xaynet_sdk.coordinator.settings import RedisSettings, RestoreSettings, S3Settings  # noqa: E402
 from xaynet_sdk.coordinator.state import decode_model_fractions  # noqa: E402
+from xaynet_sdk.coordinator.store import AGGREGATE_EVERY  # noqa: E402
 from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
 
 __all__ = ["local_coordinator", "redis_server", "s3_server"]
@@ -74,6 +75,7 @@ def config_text(
     mask: str = MASK,
     length: int = LENGTH,
     min_sum2_time: float = 0.05,
+    min_update_count: int = 3,
 ) -> str:
     group, data, bound, model = mask.split("/")
     text = f"""
@@ -84,7 +86,7 @@ bind_address = "127.0.0.1:{port}"
 sum = 0.5
 update = 0.9
 min_sum_count = 2
-min_update_count = 3
+min_update_count = {min_update_count}
 min_sum2_count = 2
 max_sum_count = 100
 max_update_count = 100
@@ -780,3 +782,49 @@ def test_an_existing_object_is_never_overwritten(s3_server: MotoServer) -> None:
         models.put("7_00ff", b"other bytes")
     assert models.get("7_00ff") == b"model bytes" and models.get("8_00ff") is None
     assert S3ModelStore(s3).connect().get("7_00ff") == b"model bytes"  # bucket exists: fine
+
+
+def test_kill_9_after_many_updates_restores_the_aggregate_snapshot(
+    redis_server: RedisServer, coordinators: Callable[..., CoordinatorProcess]
+) -> None:
+    """More Update messages than AGGREGATE_EVERY: Redis holds the aggregate of the first ones
+    and only the masked models after it; the restored round has every one of them."""
+    n = AGGREGATE_EVERY + 9
+    coordinator = coordinators(
+        lambda port: config_text(port, redis_server, None, min_update_count=n)
+    ).start()
+    crash = Crash(coordinator, [])
+    client = RawClient(coordinator.url)
+    try:
+        params = client.params()
+        summers = [RawParticipant.with_role(params, "sum") for _ in range(2)]
+        for s in summers:
+            assert client.post(s.sealed(params, s.sum_payload(params))) == 200
+        sum_dict = wait_until(client.sums, 60, "the sum dict")
+        scalars = [1.0 + (i % 4) / 4 for i in range(n)]
+        models = [[(i * 7 + j * 3) % 23 / 8 - 1.25 for j in range(LENGTH)] for i in range(n)]
+        updaters = [RawParticipant.with_role(params, "update", s) for s in scalars]
+        for u, m in zip(updaters[:-1], models[:-1]):
+            assert client.post(u.sealed(params, u.update_payload(params, sum_dict, m))) == 200
+        redis = redis_server.client()
+        assert redis.llen("xaynet_sdk:messages:update") == n - 1  # every update's seeds
+        assert redis.llen("xaynet_sdk:models:update") == n - 1 - AGGREGATE_EVERY
+        aggregate = msgpack.unpackb(redis.get("xaynet_sdk:update_aggregate"))
+        assert aggregate["nb_models"] == AGGREGATE_EVERY and aggregate["round_id"] == 1
+        redis.close()
+
+        line = crash()
+        assert f"round 1 in the Update phase (accepted: 2 sum, {n - 1} update" in line, line
+        last = updaters[-1]
+        body = last.sealed(params, last.update_payload(params, sum_dict, models[-1]))
+        assert client.post(body) == 200
+        seeds = [wait_until(partial(client.seeds, s.pk), 60, "the seed dict") for s in summers]
+        assert all(set(d) == {u.pk for u in updaters} for d in seeds)
+        for s, d in zip(summers, seeds):
+            assert client.post(s.sealed(params, s.sum2_payload(params, d))) == 200
+        model = wait_until(client.model_bytes, 60, "the global model")
+        assert_model_close(
+            decode_model_fractions(model), MaskConfig.from_name(MASK), models, scalars
+        )
+    finally:
+        client.close()

@@ -42,7 +42,14 @@ import msgpack
 from ..codec.bincode import Reader, RoundParameters, encode_sum_dict, encode_update_seed_dict
 from ..codec.crypto import EncryptKeyPair, SigningKeyPair, sha256
 from ..codec.errors import DecodeError
-from ..codec.message import Message, Sum2Payload, SumPayload, UpdatePayload
+from ..codec.message import (
+    Message,
+    Sum2Payload,
+    SumPayload,
+    UpdatePayload,
+    decode_local_seed_dict,
+    encode_local_seed_dict,
+)
 from ..codec.multipart import ReassembledMessage, Reassembler
 from ..mask.masking import Aggregation
 from ..mask.objects import MaskObject
@@ -50,6 +57,7 @@ from .limits import Limits
 from .outcomes import Phase, Reason, Rejected
 from .settings import Settings
 from .store import (
+    AGGREGATE_EVERY,
     MemoryStore,
     ModelRef,
     RestoreError,
@@ -76,13 +84,24 @@ _log = logging.getLogger("xaynet_sdk.coordinator.state")
 _F64 = struct.Struct("<d")
 _HISTORY = 1000
 _RECORD = struct.Struct(">Q48s32s")  # round id, sealed box id, participant key; then payload
+_MODEL = struct.Struct(">Q32s")  # round id, participant key; then the masked model
 
 AnyPayload = Union[SumPayload, UpdatePayload, Sum2Payload]
+#: A write-ahead record: bytes, or for an Update (its seeds, its masked model).
+Record = Union[bytes, tuple[bytes, bytes]]
 
 
-def wal_record(round_id: int, body_id: bytes, pk: bytes, payload: AnyPayload) -> bytes:
-    """A message's write-ahead record: what replaying it needs, already verified."""
-    return _RECORD.pack(round_id, body_id, pk) + payload.to_bytes()
+def wal_record(round_id: int, body_id: bytes, pk: bytes, payload: AnyPayload) -> Record:
+    """A message's write-ahead record: what replaying it needs, already verified.
+
+    Sum and Sum2: the payload. Update: the seeds in one record and the masked model in
+    another, because the masked models are replaced by snapshots of their sum (see
+    :mod:`.store`) and the seeds are not."""
+    head = _RECORD.pack(round_id, body_id, pk)
+    if isinstance(payload, UpdatePayload):
+        model = b"".join([_MODEL.pack(round_id, pk), *payload.masked_model.wire_parts()])
+        return head + encode_local_seed_dict(payload.local_seed_dict), model
+    return head + payload.to_bytes()
 
 
 def derive_round_seed(prev_seed: bytes, keys: EncryptKeyPair, sum_: float, update: float) -> bytes:
@@ -226,6 +245,8 @@ class Round:
         #: the ids (see ``sealed_box_id``) of every body accepted this round, whole messages
         #: and chunks: replays.
         self.accepted_ids: set[bytes] = set()
+        #: Update messages stored since the last stored snapshot of the aggregate.
+        self.since_aggregate = 0
 
 
 @dataclass(frozen=True)
@@ -396,8 +417,9 @@ class CoordinatorState:
     def restore(self, stored: StoredState, model: Optional[PublishedModel]) -> Round:
         """Continue the stored round in its phase, with its id and keys (see :mod:`.store`).
 
-        Its accepted messages are replayed through the ``accept_*`` rules (so a record stored
-        twice by a retried write counts once); the interrupted phase's timer starts anew.
+        Its Sum and Sum2 messages are replayed through the ``accept_*`` rules, its Update phase
+        rebuilt from the stored seeds and aggregate (a record stored twice by a retried write
+        counts once); the interrupted phase's timer starts anew.
         Raises :class:`RestoreError` if the stored round has another mask configuration or
         model length than the settings. If only the selection probabilities changed, the
         stored round is abandoned and the next one starts with the new ones.
@@ -430,11 +452,11 @@ class CoordinatorState:
             if target >= 1:
                 with self.lock:
                     self.open_update(current)
-                if stored.update_snapshot is not None:
-                    with self.lock:
+                with self.lock:
+                    if stored.update_snapshot is not None:
                         self._load_update_snapshot(current, stored.update_snapshot)
-                else:
-                    self._replay(current, Phase.UPDATE, stored.messages.get(Phase.UPDATE, []))
+                    else:
+                        self._replay_updates(current, stored)
             if target >= 2:
                 with self.lock:
                     self.open_sum2(current)
@@ -460,10 +482,8 @@ class CoordinatorState:
             )
 
     def _replay(self, current: Round, phase: Phase, records: list[bytes]) -> None:
-        accept = {Phase.SUM: self.accept_sum, Phase.UPDATE: self.accept_update}
         decode: dict[Phase, Callable[[memoryview], AnyPayload]] = {
             Phase.SUM: SumPayload.from_bytes,
-            Phase.UPDATE: UpdatePayload.from_bytes,
             Phase.SUM2: Sum2Payload.from_bytes,
         }
         for record in records:
@@ -476,16 +496,74 @@ class CoordinatorState:
                 raise RestoreError(f"a stored {phase.value} message is corrupt: {e}") from None
             ticket = Ticket(current, phase, True, False, body_id)
             try:
-                if phase is Phase.SUM2:
-                    self.accept_sum2(ticket, pk, payload)  # type: ignore[arg-type]
-                else:
-                    accept[phase](ticket, pk, payload)  # type: ignore[operator]
+                if isinstance(payload, Sum2Payload):
+                    self.accept_sum2(ticket, pk, payload)
+                elif isinstance(payload, SumPayload):
+                    self.accept_sum(ticket, pk, payload)
             except Rejected as e:
                 # A record written twice (a write retried after a lost reply) counts once.
                 if e.reason is not Reason.DUPLICATE:
                     raise RestoreError(
                         f"a stored {phase.value} message is refused on replay: {e}"
                     ) from None
+
+    def _replay_updates(self, current: Round, stored: StoredState) -> None:
+        """The Update phase from its seeds records, the last aggregate and the models after
+        it (lock held). A record stored twice (a retried write) counts once."""
+        try:
+            for record in stored.messages.get(Phase.UPDATE, []):
+                round_id, body_id, pk = _RECORD.unpack_from(record)
+                if round_id != current.round_id or pk in current.update_pks:
+                    continue
+                seeds, _ = decode_local_seed_dict(record, _RECORD.size)
+                if set(seeds) != set(current.sum_dict):
+                    raise RestoreError("a stored Update message does not fit the sum dict")
+                current.update_pks.add(pk)
+                for sum_pk, encrypted_seed in seeds.items():
+                    current.seed_dict[sum_pk][pk] = encrypted_seed
+                current.accepted[Phase.UPDATE] += 1
+                current.accepted_ids.add(body_id)
+            aggregation = current.aggregation
+            covered: set[bytes] = set()
+            if stored.update_aggregate is not None:
+                snapshot = msgpack.unpackb(stored.update_aggregate)
+                if snapshot["round_id"] == current.round_id and snapshot["nb_models"]:
+                    obj, _ = MaskObject.from_bytes(snapshot["object"])
+                    aggregation.aggregate(obj)  # adopted as is; the count is the stored one
+                    aggregation.nb_models = int(snapshot["nb_models"])
+                    covered = set(snapshot["pks"])
+            for record in stored.update_models:
+                round_id, pk = _MODEL.unpack_from(record)
+                if round_id != current.round_id or pk in covered:
+                    continue
+                obj, _ = MaskObject.from_bytes(record, _MODEL.size)
+                aggregation.aggregate(obj)
+                covered.add(pk)
+        except (struct.error, DecodeError, ValueError, KeyError, TypeError) as e:
+            raise RestoreError(f"a stored Update message is corrupt: {e}") from None
+        if covered != current.update_pks or aggregation.nb_models != len(covered):
+            raise RestoreError(
+                f"the stored Update phase is inconsistent: {len(current.update_pks)} updates,"
+                f" {aggregation.nb_models} masked models"
+            )
+        current.since_aggregate = len(stored.update_models)
+
+    def _snapshot_aggregate(self, current: Round) -> None:
+        """Store the aggregate so far in place of the stored masked models (lock held)."""
+        aggregation = current.aggregation
+        snapshot = msgpack.packb(
+            {
+                "round_id": current.round_id,
+                "nb_models": aggregation.nb_models,
+                "object": aggregation.object.to_bytes(),
+                "pks": sorted(current.update_pks),
+            }
+        )
+        try:
+            self.store.snapshot_aggregate(bytes(snapshot))
+        except StoreError:
+            return  # logged by the store; the masked models stay stored, tried again next time
+        current.since_aggregate = 0
 
     def _update_snapshot(self, current: Round) -> bytes:
         aggregation = current.aggregation
@@ -616,7 +694,9 @@ class CoordinatorState:
         current.accepted_ids.add(ticket.body_id)
         self.cond.notify_all()
 
-    def write_ahead_record(self, ticket: Ticket, pk: bytes, payload: AnyPayload) -> Optional[bytes]:
+    def write_ahead_record(
+        self, ticket: Ticket, pk: bytes, payload: AnyPayload
+    ) -> Optional[Record]:
         """The record :meth:`accept_sum` (etc.) must store first; None without a durable store.
 
         Built outside the lock by the caller: for an Update it copies the masked model."""
@@ -624,12 +704,15 @@ class CoordinatorState:
             return None
         return wal_record(ticket.round.round_id, ticket.body_id, pk, payload)
 
-    def _write_ahead(self, ticket: Ticket, record: Optional[bytes]) -> None:
+    def _write_ahead(self, ticket: Ticket, record: Optional[Record]) -> None:
         """Store an accepted message before it changes the round (lock held)."""
         if record is None:
             return
         try:
-            self.store.append(ticket.phase, record)
+            if isinstance(record, tuple):
+                self.store.append_update(*record)
+            else:
+                self.store.append(ticket.phase, record)
         except StoreError as e:
             raise Rejected(Reason.STORAGE, str(e)) from None
 
@@ -649,7 +732,7 @@ class CoordinatorState:
             return rebuilt
 
     def accept_sum(
-        self, ticket: Ticket, pk: bytes, payload: SumPayload, record: Optional[bytes] = None
+        self, ticket: Ticket, pk: bytes, payload: SumPayload, record: Optional[Record] = None
     ) -> None:
         """Sum: add ``pk → ephemeral key`` to the sum dict (one entry per participant)."""
         with self.lock:
@@ -662,7 +745,7 @@ class CoordinatorState:
             self._accept(current, ticket)
 
     def accept_update(
-        self, ticket: Ticket, pk: bytes, payload: UpdatePayload, record: Optional[bytes] = None
+        self, ticket: Ticket, pk: bytes, payload: UpdatePayload, record: Optional[Record] = None
     ) -> None:
         """Update: record the seeds and add the masked model (validated by the caller).
 
@@ -698,10 +781,14 @@ class CoordinatorState:
             for sum_pk, encrypted_seed in seeds.items():
                 current.seed_dict[sum_pk][pk] = encrypted_seed
             aggregation.aggregate(payload.masked_model)
+            if record is not None:
+                current.since_aggregate += 1
+                if current.since_aggregate >= AGGREGATE_EVERY:
+                    self._snapshot_aggregate(current)
             self._accept(current, ticket)
 
     def accept_sum2(
-        self, ticket: Ticket, pk: bytes, payload: Sum2Payload, record: Optional[bytes] = None
+        self, ticket: Ticket, pk: bytes, payload: Sum2Payload, record: Optional[Record] = None
     ) -> None:
         """Sum2: count one vote for the mask, by value.
 

@@ -3,7 +3,8 @@
 One interface, :class:`StateStore`, two implementations: :class:`MemoryStore` (nothing survives
 the process; every method is a no-op) and :class:`RedisStore` (``[redis] url``).
 
-What is stored, and when (the cost per accepted message is one ``RPUSH`` of the message):
+What is stored, and when (per accepted message: one write of the message, and for Update
+messages a snapshot of the aggregate every :data:`AGGREGATE_EVERY` messages):
 
 * **at each round start**, in one ``MULTI`` transaction: the round (id, key pair, seed, the
   probabilities, mask configuration and model length it runs with), the id of the latest
@@ -11,20 +12,26 @@ What is stored, and when (the cost per accepted message is one ``RPUSH`` of the 
   messages. A round's end and the next round's start are one atomic step.
 * **every accepted message**, before it changes the round (write-ahead), as one ``RPUSH`` to
   its phase's list: the round id, the sealed box id (the replay filter), the participant key
-  and the payload. The message is accepted only once Redis has acknowledged it; if Redis
-  cannot be written, the message is rejected (``storage_unavailable``) and the round goes on.
+  and the payload. An Update message is split in the same transaction: its seeds go to
+  ``messages:update``, its masked model to ``models:update``. The message is accepted only
+  once Redis has acknowledged it; if Redis cannot be written, the message is rejected
+  (``storage_unavailable``) and the round goes on.
+* **every** :data:`AGGREGATE_EVERY` **Update messages** a snapshot of the aggregate (the sum
+  of the masked models so far and whose they are) replaces the stored masked models, so
+  Redis holds at most that many models of a round and a restore adds at most that many.
 * **at each phase change** the phase; at the end of the Update phase, in the same
-  transaction, a snapshot of the aggregate (the masked models' sum, the seed dict, the update
-  participants) replaces the Update messages, so the stored size of a round in Sum2 does not
-  grow with the number of updates.
+  transaction, a snapshot of the whole Update phase (aggregate, seed dict, update
+  participants) replaces its messages, so a round in Sum2 holds no Update message.
 
-Restoring replays the stored messages through the same state rules
+Restoring replays the stored Sum and Sum2 messages through the same state rules, and rebuilds
+the Update phase from its seeds, the last aggregate and the masked models after it
 (:meth:`~.state.CoordinatorState.restore`), so the interrupted round continues in its phase
 with its id and keys, and the messages accepted before the crash still count. Redis keys
 (prefix ``xaynet_sdk:``): ``coordinator_state``, ``phase``, ``messages:sum``,
-``messages:update``, ``messages:sum2``, ``update_snapshot``, ``latest_global_model_id``,
-``global_model``. They are not the original's (whose values are bincode of its own types), so
-the two coordinators must not share a Redis database.
+``messages:update``, ``models:update``, ``update_aggregate``, ``messages:sum2``,
+``update_snapshot``, ``latest_global_model_id``, ``global_model``. They are not the
+original's (whose values are bincode of its own types), so the two coordinators must not
+share a Redis database.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from .outcomes import Phase
 from .settings import redact_url
 
 __all__ = [
+    "AGGREGATE_EVERY",
     "KEY_PREFIX",
     "MemoryStore",
     "ModelRef",
@@ -56,6 +64,9 @@ __all__ = [
 _log = logging.getLogger("xaynet_sdk.coordinator.store")
 
 KEY_PREFIX = "xaynet_sdk:"
+#: Update messages between two snapshots of the aggregate (bounds what Redis holds and what
+#: a restore replays to this many masked models; a snapshot costs about one of them).
+AGGREGATE_EVERY = 32
 _FORMAT = 1
 _MESSAGE_PHASES = (Phase.SUM, Phase.UPDATE, Phase.SUM2)
 _PHASE_ORDER = (Phase.SUM, Phase.UPDATE, Phase.SUM2, Phase.UNMASK)
@@ -140,6 +151,10 @@ class StoredState:
     messages: dict[Phase, list[bytes]] = field(default_factory=dict)
     #: The aggregate at the end of the Update phase (replaces the Update messages).
     update_snapshot: Optional[bytes] = None
+    #: During the Update phase: the last snapshot of the aggregate, and the masked models
+    #: accepted after it (``messages[Phase.UPDATE]`` holds the seeds of every Update).
+    update_aggregate: Optional[bytes] = None
+    update_models: list[bytes] = field(default_factory=list)
     latest_model: Optional[ModelRef] = None
 
 
@@ -163,6 +178,12 @@ class StateStore:
 
     def append(self, phase: Phase, record: bytes) -> None:
         """Record an accepted message; raises :class:`StoreError` if it was not stored."""
+
+    def append_update(self, seeds: bytes, model: bytes) -> None:
+        """Record an accepted Update message (its seeds and its masked model), atomically."""
+
+    def snapshot_aggregate(self, snapshot: bytes) -> None:
+        """Store the aggregate so far; it replaces the stored masked models, atomically."""
 
     def phase_opened(self, round_id: int, phase: Phase, update_snapshot: Optional[bytes]) -> None:
         """Note the phase; with ``update_snapshot`` (Sum2), it replaces the Update messages."""
@@ -249,11 +270,14 @@ class RedisStore(StateStore):
     def _messages_key(self, phase: Phase) -> str:
         return self._key(f"messages:{phase.value.lower()}")
 
+    def _round_keys(self) -> list[str]:
+        """What belongs to the current round's messages (deleted when a round begins)."""
+        names = ["update_snapshot", "update_aggregate", "models:update"]
+        return [self._key(n) for n in names] + [self._messages_key(p) for p in _MESSAGE_PHASES]
+
     def _all_keys(self) -> list[str]:
-        names = ["coordinator_state", "phase", "update_snapshot", "latest_global_model_id"]
-        return [self._key(n) for n in [*names, "global_model"]] + [
-            self._messages_key(p) for p in _MESSAGE_PHASES
-        ]
+        names = ["coordinator_state", "phase", "latest_global_model_id", "global_model"]
+        return [self._key(n) for n in names] + self._round_keys()
 
     # -- the interface --------------------------------------------------------------------------
     def load(self) -> Optional[StoredState]:
@@ -264,11 +288,15 @@ class RedisStore(StateStore):
             pipe.get(self._key("update_snapshot"))
             pipe.get(self._key("latest_global_model_id"))
             pipe.get(self._key("global_model"))
+            pipe.get(self._key("update_aggregate"))
+            pipe.lrange(self._key("models:update"), 0, -1)
             for phase in _MESSAGE_PHASES:
                 pipe.lrange(self._messages_key(phase), 0, -1)
             return list(pipe.execute())
 
-        state, phase, snapshot, model_id, model, *messages = self._call("load", read)
+        state, phase, snapshot, model_id, model, aggregate, models, *messages = self._call(
+            "load", read
+        )
         if state is None:
             return None
         meta = RoundMeta.unpack(state)
@@ -284,9 +312,11 @@ class RedisStore(StateStore):
         return StoredState(
             meta,
             stored_phase,
-            {p: list(m) for p, m in zip(_MESSAGE_PHASES, messages)},
-            snapshot if phase is not None and stored_phase is not Phase.SUM else None,
-            latest,
+            messages={p: list(m) for p, m in zip(_MESSAGE_PHASES, messages)},
+            update_snapshot=snapshot,
+            update_aggregate=aggregate,
+            update_models=list(models),
+            latest_model=latest,
         )
 
     def clear(self) -> None:
@@ -295,9 +325,7 @@ class RedisStore(StateStore):
     def begin_round(self, meta: RoundMeta, model: Optional[ModelRef]) -> None:
         def write() -> None:
             pipe = self._client.pipeline(transaction=True)
-            pipe.delete(
-                self._key("update_snapshot"), *(self._messages_key(p) for p in _MESSAGE_PHASES)
-            )
+            pipe.delete(*self._round_keys())
             pipe.set(self._key("coordinator_state"), meta.pack())
             pipe.set(self._key("phase"), f"{meta.round_id}:{Phase.SUM.value}")
             if model is not None:
@@ -313,13 +341,35 @@ class RedisStore(StateStore):
     def append(self, phase: Phase, record: bytes) -> None:
         self._call("append", self._client.rpush, self._messages_key(phase), record)
 
+    def append_update(self, seeds: bytes, model: bytes) -> None:
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.rpush(self._messages_key(Phase.UPDATE), seeds)
+            pipe.rpush(self._key("models:update"), model)
+            pipe.execute()
+
+        self._call("append", write)
+
+    def snapshot_aggregate(self, snapshot: bytes) -> None:
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.set(self._key("update_aggregate"), snapshot)
+            pipe.delete(self._key("models:update"))
+            pipe.execute()
+
+        self._call("snapshot_aggregate", write)
+
     def phase_opened(self, round_id: int, phase: Phase, update_snapshot: Optional[bytes]) -> None:
         def write() -> None:
             pipe = self._client.pipeline(transaction=True)
             pipe.set(self._key("phase"), f"{round_id}:{phase.value}")
             if update_snapshot is not None:
                 pipe.set(self._key("update_snapshot"), update_snapshot)
-                pipe.delete(self._messages_key(Phase.UPDATE))
+                pipe.delete(
+                    self._messages_key(Phase.UPDATE),
+                    self._key("models:update"),
+                    self._key("update_aggregate"),
+                )
             pipe.execute()
 
         self._call("phase_opened", write)
