@@ -53,6 +53,7 @@ from xaynet_sdk.coordinator import (  # noqa: E402
     RestoreError,
     Settings,
     SettingsError,
+    StoreError,
 )
 from xaynet_sdk.coordinator.settings import RedisSettings, RestoreSettings, S3Settings  # noqa: E402
 from xaynet_sdk.coordinator.state import decode_model_fractions  # noqa: E402
@@ -828,3 +829,13 @@ def test_kill_9_after_many_updates_restores_the_aggregate_snapshot(
         )
     finally:
         client.close()
+
+
+def test_s3_unreachable_at_start_is_a_clear_error() -> None:
+    port = free_port()  # nothing listens there
+    s3 = S3Settings("key", "secret-key", "us-east-1", f"http://127.0.0.1:{port}")
+    settings = dataclasses.replace(raw_round_settings(), s3=s3)
+    coordinator = LocalCoordinator(settings)
+    with pytest.raises(StoreError, match=f"cannot reach S3 bucket 'global-models' at .*:{port}"):
+        coordinator.start()
+    assert not coordinator.running
