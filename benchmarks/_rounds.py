@@ -35,6 +35,7 @@ coordinator's round state. ``LocalCoordinator`` has no per-message accept hook o
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -74,6 +75,7 @@ from xaynet_sdk.codec.message import (
     encode_message,
 )
 from xaynet_sdk.coordinator import LocalCoordinator, Phase, Settings
+from xaynet_sdk.coordinator.settings import RedisSettings, RestoreSettings
 from xaynet_sdk.mask.masking import Aggregation, mask_model, sum_masks
 from xaynet_sdk.mask.objects import MaskObject
 
@@ -538,13 +540,19 @@ class CoordinatorFigures:
 
 
 def coordinator_figures(
-    length: int, rounds: int, per_round: int, connections: int, repeats: int
+    length: int,
+    rounds: int,
+    per_round: int,
+    connections: int,
+    repeats: int,
+    redis_url: Optional[str] = None,
 ) -> CoordinatorFigures:
     """``rounds`` rounds of ``per_round`` Update messages POSTed by a client process.
 
     The messages are prepared first (distinct update participants, one masked model), then
     sent over ``connections`` keep-alive connections while the Update phase waits for all of
-    them (``min_update_count``); a helper sum participant completes each round.
+    them (``min_update_count``); a helper sum participant completes each round. With
+    ``redis_url`` the coordinator keeps its state there (``[redis]``).
     """
     settings = Settings.for_tests(
         model_length=length,
@@ -561,6 +569,10 @@ def coordinator_figures(
         max_update_time=120,
         max_sum2_time=120,
     )
+    if redis_url is not None:
+        settings = dataclasses.replace(
+            settings, redis=RedisSettings(redis_url), restore=RestoreSettings(False)
+        )
     coord = LocalCoordinator(settings, keep_models=1)
     clock = CoordinatorClock(coord)
     coord.start()
@@ -643,3 +655,49 @@ def _median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def restore_seconds(redis_url: str, length: int, updates: int) -> float:
+    """Seconds a coordinator takes to start from Redis in an Update phase that had accepted
+    ``updates`` messages of ``length`` weights (replayed from their write-ahead records)."""
+    settings = Settings.for_tests(
+        model_length=length,
+        mask=MASK,
+        sum=UPDATE_SUM_PROBABILITY,
+        update=1.0,
+        min_update_count=updates + 1,  # the phase stays open
+        min_sum_time=0.05,
+        max_sum_time=600,
+        max_update_time=600,
+    )
+    settings = dataclasses.replace(
+        settings, redis=RedisSettings(redis_url), restore=RestoreSettings(False)
+    )
+    coord = LocalCoordinator(settings).start()
+    client = Client(coord.url)
+    try:
+        params = client.params()
+        client.post(Helper.with_role(params, "sum").sum_message())
+        coord.wait_for_phase(Phase.UPDATE, 60)
+        sum_dict = client.sums()
+        weights = np.random.default_rng(3).uniform(-1, 1, length).astype(np.float32)
+        mask_seed = os.urandom(32)
+        masked = mask_model(mask_seed, params.mask_config, 1.0, weights)
+        local_seeds = {pk: seal(mask_seed, ephm) for pk, ephm in sum_dict.items()}
+        for _ in range(updates):
+            client.post(Helper.with_role(params, "update").update_message_of(masked, local_seeds))
+        if coord.stats["accepted"].get("Update") != updates:
+            raise DriverError(f"updates not accepted: {coord.status()}")
+    finally:
+        client.close()
+        coord.stop()
+    start = time.perf_counter()
+    again = LocalCoordinator(dataclasses.replace(settings, restore=RestoreSettings(True)))
+    again.start()
+    elapsed = time.perf_counter() - start
+    try:
+        if again.phase is not Phase.UPDATE or again.status().count(f"{updates} update") != 1:
+            raise DriverError(f"not restored as expected: {again.status()}")
+    finally:
+        again.stop()
+    return elapsed

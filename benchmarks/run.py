@@ -4,6 +4,7 @@
     python benchmarks/run.py mask sum2        # some sections
     python benchmarks/run.py --quick          # fewer sizes and repeats (a smoke run)
     python benchmarks/run.py --skip-original  # no reference venv: ours only in e2e/memory
+    python benchmarks/run.py store            # not in the default run: needs redis-server
 
 Each figure is the median of several runs. References:
 * mask: the time the `cryptography` package (OpenSSL) needs to produce the ChaCha20
@@ -21,6 +22,9 @@ Each figure is the median of several runs. References:
   of N weights, against the original's.
 * persist: the time state_file= adds to a sum and an update task (its records), beside the
   task's own work; see benchmarks/_persistence.py.
+* store (only when named): the coordinator section's Update throughput with its state in
+  Redis (``[redis]``: every accepted message written ahead, AOF with fsync every second)
+  against in memory.
 The last line of each section says how long it took and how much CPU other processes took
 meanwhile: on a 2-core machine that load skews every figure, above all the 2-thread ones.
 """
@@ -367,6 +371,49 @@ def bench_persist(quick: bool) -> None:
     _persistence.bench(quick, row, CpuLoad())
 
 
+def bench_store(quick: bool) -> None:
+    """Update messages per second, state in Redis vs in memory (interleaved runs)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import tempfile
+
+    from store_servers import RedisServer  # type: ignore[import-not-found]  # tests/ helper
+
+    n = 100_000
+    rounds, per_round = (1, 20) if quick else (3, 40)
+    load = CpuLoad()
+    per: dict[str, list[float]] = {"memory": [], "redis": []}
+    with tempfile.TemporaryDirectory(prefix="xaynet-bench-redis-") as tmp:
+        redis = RedisServer(Path(tmp), appendfsync="everysec").start()
+        try:
+            for _ in range(2 if quick else 3):
+                for name, url in (("memory", None), ("redis", redis.url)):
+                    figures = _rounds.coordinator_figures(n, rounds, per_round, 2, 1, url)
+                    per[name] += figures.per_model
+            stored = 10 if quick else 40
+            restore = _rounds.restore_seconds(redis.url, n, stored)
+        finally:
+            redis.stop()
+    memory, in_redis = (statistics.median(per[k]) for k in ("memory", "redis"))
+    widths = [10, 12, 10, 7]
+    print(
+        f"\n## Coordinator state ({_rounds.MASK}, N = {n:,}): Update messages over 2"
+        f" connections, {len(per['redis'])} rounds of {per_round} each"
+    )
+    print(row(["state", "Update/s", "ms", "ratio"], widths))
+    print(row(["memory", f"{1 / memory:.0f}", f"{memory * 1e3:.2f}", "1.00"], widths))
+    print(
+        row(
+            ["redis", f"{1 / in_redis:.0f}", f"{in_redis * 1e3:.2f}", f"{in_redis / memory:.2f}"],
+            widths,
+        )
+    )
+    print(f"# restore: a coordinator starting in an Update phase with {stored} stored messages:")
+    print(f"# {restore:.2f} s in process (a new process adds Python's start and imports)")
+    print("# ratio: time per message with Redis / in memory; Redis: a local redis-server,")
+    print("# append-only file, fsync every second; one RPUSH of each accepted message")
+    print(f"# {load.report()}")
+
+
 SECTIONS = {
     "mask": bench_mask,
     "sum2": bench_sum2,
@@ -375,13 +422,15 @@ SECTIONS = {
     "memory": bench_memory,
     "persist": bench_persist,
 }
+#: Run only when named (they need a component the default run does not).
+EXTRA_SECTIONS = {"store": bench_store}
 
 
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []], default=[])
+    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, *EXTRA_SECTIONS, []], default=[])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     parser.add_argument(
         "--skip-original", action="store_true", help="do not run the original participant"
@@ -392,7 +441,7 @@ def main(argv: "list[str] | None" = None) -> int:
     start = time.monotonic()
     print(f"# xaynet_sdk benchmarks (python {sys.version.split()[0]}, numpy {np.__version__})")
     for name in args.sections or list(SECTIONS):
-        SECTIONS[name](args.quick)
+        {**SECTIONS, **EXTRA_SECTIONS}[name](args.quick)
     print(f"\n# total {time.monotonic() - start:.0f} s")
     return 0
 

@@ -1,6 +1,7 @@
 """A local Xaynet v0.11 coordinator: the original's REST API and PET round logic, in Python.
 
-For tests, examples and small deployments, without Redis, Docker or Rust::
+For tests, examples and deployments, without Docker or Rust (state in memory by default, in
+Redis with ``[redis]``, global models in S3 with ``[s3]``)::
 
     from xaynet_sdk.coordinator import LocalCoordinator, Settings
 
@@ -15,7 +16,8 @@ From the command line, with the original coordinator's TOML file::
 Modules, one responsibility each: :mod:`.settings` (TOML, environment, validation),
 :mod:`.server` (HTTP), :mod:`.pipeline` (a POST body to a message), :mod:`.state` (the round's
 data and the rules that change it), :mod:`.rounds` (phase timing, unmask, next round),
-:mod:`.stats` (counters), :mod:`.limits` (resource bounds).
+:mod:`.stats` (counters), :mod:`.limits` (resource bounds), :mod:`.store` (state that
+survives a restart: memory or Redis), :mod:`.s3` (global models in a bucket).
 
 The coordinator runs in background threads of the calling process. The ORIGINAL participant
 (``xaynet-sdk-python`` 0.1.0) holds the GIL during its HTTP requests, so it must run in
@@ -38,17 +40,20 @@ from .pipeline import Pipeline
 from .rounds import RoundDriver
 from .server import CoordinatorHTTPServer
 from .settings import Settings, SettingsError
-from .state import CoordinatorState, RoundRecord, derive_round_seed
+from .state import CoordinatorState, PublishedModel, RoundRecord, derive_round_seed, model_length_of
 from .stats import Stats
+from .store import RestoreError, StoredState, StoreError, open_store
 
 __all__ = [
     "Limits",
     "LocalCoordinator",
     "Phase",
     "Reason",
+    "RestoreError",
     "RoundRecord",
     "Settings",
     "SettingsError",
+    "StoreError",
     "derive_round_seed",
 ]
 
@@ -92,20 +97,67 @@ class LocalCoordinator:
 
         Raises ``OSError`` if the address cannot be bound. Starting twice is an error;
         a stopped coordinator cannot be restarted (build a new one).
+
+        With ``[redis]`` the stored round is restored first (``[restore] enable``; ``false``
+        deletes it): :class:`StoreError` if Redis or S3 cannot be reached,
+        :class:`RestoreError` if the stored state does not fit the settings.
         """
         with self._lifecycle:
             if self._stopped:
                 raise RuntimeError("this coordinator was stopped; create a new one")
             if self._server is not None:
                 raise RuntimeError("the coordinator is already running")
+            # -- [redis], [restore], [s3] --
+            settings = self.settings
+            store = open_store(settings.redis.url if settings.redis is not None else None)
+            models = None
+            try:
+                if settings.s3 is not None:
+                    from .s3 import S3ModelStore
+
+                    models = S3ModelStore(settings.s3).connect()
+                if not settings.restore.enable:
+                    store.clear()
+                    _log.info("[restore] enable = false: the stored state was deleted")
+                stored = store.load()
+                restored = None
+                if stored is not None:
+                    self._state.check_restorable(stored)
+                    restored = self._restored_model(stored, models)
+            except BaseException:
+                store.close()
+                raise
+            self._state.store = store
+            self._state.store_model_bytes = models is None
+            # -- end of [redis], [restore], [s3] --
             api = self.settings.api
             server = CoordinatorHTTPServer(
                 api.host, api.port, self._state, self._pipeline, self._stats, self.limits
             )
-            with self._state.lock:
-                first = self._state.begin_round()
+            try:
+                if stored is None:
+                    with self._state.lock:
+                        first = self._state.begin_round()
+                else:
+                    first = self._state.restore(stored, restored)
+            except BaseException:
+                server.close()
+                store.close()
+                raise
+            if stored is not None:
+                _log.info(
+                    "restored from %s: round %d in the %s phase (accepted: %d sum, %d update,"
+                    " %d sum2); latest global model: %s",
+                    store.describe(),
+                    first.round_id,
+                    first.phase.value,
+                    first.accepted[Phase.SUM],
+                    first.accepted[Phase.UPDATE],
+                    first.accepted[Phase.SUM2],
+                    restored.id if restored is not None else "none",
+                )
             self._server = server
-            self._driver = RoundDriver(self._state, self._stats)
+            self._driver = RoundDriver(self._state, self._stats, models)
             self._driver.start()
             self._server_thread = threading.Thread(
                 target=server.serve_forever,
@@ -129,13 +181,35 @@ class LocalCoordinator:
                 " reveals individual models (for tests only)"
             )
         _log.info(
-            "coordinator listening on %s (%s, model length %d); round %d: Sum phase",
+            "coordinator listening on %s (%s, model length %d); round %d: %s phase",
             self.url,
             self.settings.mask.name,
             self.settings.model_length,
             first.round_id,
+            first.phase.value,
         )
         return self
+
+    def _restored_model(self, stored: StoredState, models: Any) -> Optional[PublishedModel]:
+        """The latest global model named in the store, checked like the original does."""
+        ref = stored.latest_model
+        if ref is None:
+            return None
+        where = models.describe() if models is not None else self._state.store.describe()
+        data = models.get(ref.id) if models is not None else ref.data
+        if data is None:
+            raise RestoreError(f"the latest global model {ref.id} is missing from {where}")
+        try:
+            length = model_length_of(data)
+        except ValueError as e:
+            raise RestoreError(f"the latest global model {ref.id} in {where}: {e}") from None
+        if length != self.settings.model_length:
+            raise RestoreError(
+                f"the length of the global model with the id {ref.id} does not match the model"
+                f" length setting: {length} != {self.settings.model_length}"
+            )
+        round_id = int(ref.id.split("_", 1)[0]) if ref.id.split("_", 1)[0].isdigit() else 0
+        return PublishedModel(round_id, data, id=ref.id)
 
     def stop(self) -> None:
         """Stop serving and rounds, close every connection, join every thread. Idempotent."""
@@ -153,6 +227,7 @@ class LocalCoordinator:
             thread.join()
         if driver is not None:
             driver.stop()
+        self._state.store.close()  # every accepted message was stored before its reply
         if server is not None:
             _log.info("coordinator on %s stopped", self._url_of(server))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Optional, Sequence
 
-from . import LocalCoordinator, Settings, SettingsError
+from . import LocalCoordinator, RestoreError, Settings, SettingsError, StoreError
 
 __all__ = ["main"]
 
@@ -73,6 +73,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     coordinator = LocalCoordinator(settings, keep_models=1)
     try:
         coordinator.start()
+    except (StoreError, RestoreError) as e:
+        print(f"xaynet-coordinator: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(
             f"xaynet-coordinator: cannot listen on {settings.api.bind_address}: {e}",

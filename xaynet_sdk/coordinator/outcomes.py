@@ -67,6 +67,8 @@ class Reason(str, enum.Enum):
     DISCARDED = "discarded"
     #: A bug on our side; logged with its traceback.
     INTERNAL = "internal_error"
+    #: The message could not be recorded in Redis (``[redis]``), so it was not accepted.
+    STORAGE = "storage_unavailable"
 
 
 class Rejected(Exception):

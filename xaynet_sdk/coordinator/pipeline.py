@@ -13,6 +13,8 @@ that garbage is dropped early:
 8. task validation against the round seed and probabilities,
 9. the state machine (:class:`~.state.CoordinatorState`), which is the only step that takes
    the round lock; range checks of masked models and masks run before it, outside the lock.
+   With ``[redis]`` the accepted message is recorded there first (write-ahead, :mod:`.store`);
+   its record is built here, outside the lock.
 
 Any failure ends in :class:`~.outcomes.Rejected` and is counted; the HTTP reply is 200 either
 way, as in the original.
@@ -152,17 +154,20 @@ class Pipeline:
         pk = message.participant_pk
         _validate_task(current, pk, payload)
         if isinstance(payload, SumPayload):
-            self.state.accept_sum(ticket, pk, payload)
+            record = self.state.write_ahead_record(ticket, pk, payload)
+            self.state.accept_sum(ticket, pk, payload, record)
         elif isinstance(payload, UpdatePayload):
             try:
                 current.aggregation.validate(payload.masked_model)
             except AggregationError as e:
                 raise Rejected(Reason.INVALID_MODEL, str(e)) from None
-            self.state.accept_update(ticket, pk, payload)
+            record = self.state.write_ahead_record(ticket, pk, payload)
+            self.state.accept_update(ticket, pk, payload, record)
         elif isinstance(payload, Sum2Payload):
             mask = payload.model_mask
             _validate_mask(current, mask)
-            self.state.accept_sum2(ticket, pk, payload)
+            record = self.state.write_ahead_record(ticket, pk, payload)
+            self.state.accept_sum2(ticket, pk, payload, record)
         return ticket.phase
 
 

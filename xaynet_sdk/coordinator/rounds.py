@@ -11,6 +11,12 @@ A failed round (a phase timed out, the masks tie, the unmask fails) is logged wi
 and counted, and the next round starts at once, as the original's Error → Idle does. The
 unmask runs outside the lock, so ``/params`` polling goes on meanwhile; its all-zero-scalars
 case, a panic in the original, is one more failed round here.
+
+With ``[s3]`` the global model is uploaded before it is published; a failed upload fails the
+round (``model_storage``), as in the original. With ``[redis]`` the next round and the
+published model are stored in one step (:meth:`~.state.CoordinatorState.begin_round`); while
+Redis cannot be written, the thread waits and retries each second (the outage is logged once)
+and the coordinator keeps serving the ended round's parameters and the previous model.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +41,10 @@ from ..mask.model import GlobalModelError, decode_global_model
 from .outcomes import Phase
 from .state import CoordinatorState, PublishedModel, Round, RoundRecord
 from .stats import Stats
+from .store import StoreError, global_model_id, phase_index
+
+if TYPE_CHECKING:
+    from .s3 import S3ModelStore
 
 __all__ = ["RoundDriver", "RoundFailed", "save_model_npy"]
 
@@ -61,9 +71,12 @@ class _PhaseRule:
 class RoundDriver:
     """Runs rounds in a daemon thread until :meth:`stop`."""
 
-    def __init__(self, state: CoordinatorState, stats: Stats) -> None:
+    def __init__(
+        self, state: CoordinatorState, stats: Stats, models: "Optional[S3ModelStore]" = None
+    ) -> None:
         self.state = state
         self.stats = stats
+        self.models = models
         pet = state.settings.pet
         self.rules = (
             _PhaseRule(
@@ -130,13 +143,19 @@ class RoundDriver:
                 with state.cond:
                     state.cond.wait(1.0)
                     if not state.stopping and state.round is current:
-                        state.begin_round()
+                        self._begin_next(None)
 
     def _finish(
         self, current: Round, model: Optional[PublishedModel], failure: Optional[RoundFailed]
     ) -> None:
         """Save and publish the model (or count the failure), record the round, start the next."""
         state = self.state
+        if model is not None and self.models is not None:
+            try:
+                assert model.id is not None
+                self.models.put(model.id, model.data)
+            except StoreError as e:
+                model, failure = None, RoundFailed("model_storage", str(e))
         if model is not None and self.model_dir is not None:
             self._save(model)
         with state.lock:
@@ -154,7 +173,6 @@ class RoundDriver:
                 )
             )
             if model is not None:
-                state.publish_model(model)
                 self.stats.round_completed()
                 _log.info(
                     "round %d completed in %.2f s: global model published from %d updates",
@@ -166,8 +184,13 @@ class RoundDriver:
                 self.stats.round_failed(failure.kind)
                 _log.warning("round %d failed: %s", current.round_id, failure)
             if state.stopping:
+                if model is not None:
+                    # Not stored: a restarted coordinator unmasks this round again.
+                    state.publish_model(model)
                 return
-            following = state.begin_round()
+            following = self._begin_next(model)
+            if following is None:
+                return
             _log.info(
                 "round %d: Idle -> Sum (sum %.4g, update %.4g, %s, model length %d)",
                 following.round_id,
@@ -177,9 +200,28 @@ class RoundDriver:
                 state.settings.model_length,
             )
 
+    def _begin_next(self, model: Optional[PublishedModel]) -> Optional[Round]:
+        """Publish ``model`` and begin the next round (lock held); None if stopped meanwhile.
+
+        A store that cannot be written is retried each second (it logs the outage once)."""
+        state = self.state
+        while True:
+            try:
+                return state.begin_round(model)
+            except StoreError:
+                state.cond.wait(1.0)
+                if state.stopping:
+                    if model is not None:
+                        state.publish_model(model)
+                    return None
+
     def _run_round(self, current: Round) -> Optional[PublishedModel]:
-        """Sum, Update, Sum2 and Unmask; the published model, or None when stopping."""
+        """Sum, Update, Sum2 and Unmask; the published model, or None when stopping.
+
+        A restored round starts in the phase it was in: the phases before are skipped."""
         for rule in self.rules:
+            if phase_index(rule.phase) < phase_index(current.phase):
+                continue
             if not self._run_phase(current, rule):
                 return None
         return self._unmask(current)
@@ -268,7 +310,9 @@ class RoundDriver:
                 data = encode_model((f.numerator, f.denominator) for f in fractions)
         except MaskError as e:  # AggregationError, or the C core refused (translated)
             raise RoundFailed("unmask_failed", f"unmasking failed: {e}") from None
-        return PublishedModel(current.round_id, data, fractions)
+        return PublishedModel(
+            current.round_id, data, fractions, id=global_model_id(current.round_id, current.seed)
+        )
 
     # -- saving -------------------------------------------------------------------------------
     def _save(self, model: PublishedModel) -> None:

@@ -23,7 +23,7 @@ configuration file works unchanged::
     length = 4
 
 Sections and keys the original needs for infrastructure this coordinator does not have
-(``[log]``, ``[metrics]``, ``[redis]``, ``[s3]``, ``[restore]``, the TLS paths in ``[api]``) are
+(``[log]``, ``[metrics]``, the TLS paths in ``[api]``) are
 accepted and listed once in the log, so a production file loads as is. Anything else unknown
 is accepted and listed too, as serde ignores unknown fields in the original.
 
@@ -37,6 +37,8 @@ that name the offending keys. Extensions, all backward compatible:
 * times may be fractional seconds (the original takes whole seconds), which keeps test rounds
   short;
 * ``[model] save_dir``: a directory where every round's global model is saved as ``.npy``;
+* ``[redis]``, ``[restore]``, ``[s3]`` as in the original (see :mod:`.store`), except that a
+  restored coordinator resumes the interrupted round instead of starting a new one;
 * ``insecure_min_counts`` (Python only, :meth:`Settings.for_tests`): lowers the protocol's
   minimum of 3 update participants to 1 for small tests. It can not be set from a file or the
   environment, because with fewer than 3 updates the aggregate reveals individual models.
@@ -49,6 +51,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +71,9 @@ __all__ = [
     "ApiSettings",
     "ModelSettings",
     "PetSettings",
+    "RedisSettings",
+    "RestoreSettings",
+    "S3Settings",
     "Settings",
     "SettingsError",
 ]
@@ -83,7 +89,7 @@ ENV_PREFIX = "xaynet_"
 _ENV_SEPARATOR = "__"
 
 #: Top-level sections of the original that configure infrastructure we do not have.
-_UNUSED_SECTIONS = ("log", "metrics", "redis", "s3", "restore", "trust_anchor")
+_UNUSED_SECTIONS = ("log", "metrics", "trust_anchor")
 
 _PET_COUNTS = (
     "min_sum_count",
@@ -164,6 +170,126 @@ class ModelSettings:
     save_dir: Optional[Path] = None
 
 
+# --- [redis], [restore], [s3]: coordinator state and global models (store.py, s3.py) -------
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """The ``[redis]`` section: where the coordinator keeps its state (``redis://`` URL)."""
+
+    url: str
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"RedisSettings(url={redact_url(self.url)!r})"
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """The ``[restore]`` section: ``enable = false`` deletes the stored state at start."""
+
+    enable: bool = True
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """The ``[s3]`` section: the bucket that receives every global model.
+
+    ``region`` is the original's ``["<name>", "<endpoint url>"]`` (or ``"<name> <endpoint>"``,
+    or an AWS region name alone); ``global_models`` is ``[s3.buckets] global_models``.
+    """
+
+    access_key: str
+    secret_access_key: str
+    region_name: str
+    endpoint: Optional[str] = None
+    global_models: str = "global-models"
+
+    def __repr__(self) -> str:  # never show the credentials
+        return (
+            f"S3Settings(region_name={self.region_name!r}, endpoint={self.endpoint!r},"
+            f" global_models={self.global_models!r})"
+        )
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    credentials, _, host = rest.partition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user + ':***' if user else '***'}@{host}"
+
+
+_STORE_SECTIONS = ("redis", "restore", "s3")
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _parse_store(data: Mapping[str, Any], ignored: list[str]) -> dict[str, Any]:
+    """The ``redis``, ``restore`` and ``s3`` fields of :class:`Settings` (absent: None)."""
+    out: dict[str, Any] = {}
+    if "redis" in data:
+        redis = _section(data, "redis")
+        url = _field(redis, "redis", "url")
+        if not isinstance(url, str) or not url.strip().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise _loading("redis.url must be a redis://, rediss:// or unix:// URL")
+        out["redis"] = RedisSettings(url.strip())
+        ignored += [f"redis.{k}" for k in sorted(redis) if k != "url"]
+    if "restore" in data:
+        restore = _section(data, "restore")
+        enable = _field(restore, "restore", "enable")
+        if isinstance(enable, str) and enable.strip().lower() in ("true", "false"):
+            enable = enable.strip().lower() == "true"  # environment values are strings
+        if not isinstance(enable, bool):
+            raise _loading(f"restore.enable must be true or false, got {enable!r}")
+        out["restore"] = RestoreSettings(enable)
+        ignored += [f"restore.{k}" for k in sorted(restore) if k != "enable"]
+    if "s3" in data:
+        s3 = _section(data, "s3")
+        keys = {}
+        for key in ("access_key", "secret_access_key"):
+            value = _field(s3, "s3", key)
+            if not isinstance(value, str):
+                raise _loading(f"s3.{key} must be a string")
+            keys[key] = value
+        region = _field(s3, "s3", "region")
+        parts = region.split() if isinstance(region, str) else region
+        if (
+            not isinstance(parts, list)
+            or not 1 <= len(parts) <= 2
+            or not all(isinstance(p, str) and p.strip() for p in parts)
+        ):
+            raise _loading('s3.region must be ["<name>", "<endpoint url>"] or an AWS region name')
+        buckets = s3.get("buckets", {})
+        if not isinstance(buckets, dict):
+            raise _loading("[s3.buckets] must be a table")
+        bucket = buckets.get("global_models", "global-models")
+        if not isinstance(bucket, str) or not _S3_BUCKET.match(bucket) or ".." in bucket:
+            raise _loading(
+                f"s3.buckets.global_models {bucket!r} is not a valid bucket name (lowercase"
+                " letters, digits, dots and hyphens, 3 to 63 characters)"
+            )
+        out["s3"] = S3Settings(
+            keys["access_key"],
+            keys["secret_access_key"],
+            parts[0].strip(),
+            parts[1].strip() if len(parts) == 2 else None,
+            bucket,
+        )
+        ignored += [
+            f"s3.{k}"
+            for k in sorted(s3)
+            if k not in ("access_key", "secret_access_key", "region", "buckets")
+        ]
+        ignored += [f"s3.buckets.{k}" for k in sorted(buckets) if k != "global_models"]
+    return out
+
+
+# --- end of [redis], [restore], [s3] ---------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated coordinator settings. Build with :meth:`from_toml`, :meth:`from_dict` or
@@ -177,6 +303,11 @@ class Settings:
     ignored: tuple[str, ...] = ()
     #: TEST ONLY: lower the minimum update count from 3 to 1 (see the module docstring).
     insecure_min_counts: bool = False
+    # --- [redis], [restore], [s3] (None: in-memory state, no bucket) ---
+    redis: Optional[RedisSettings] = None
+    restore: RestoreSettings = RestoreSettings()
+    s3: Optional[S3Settings] = None
+    # --- end of [redis], [restore], [s3] ---
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -439,7 +570,7 @@ def _parse(data: dict[str, Any]) -> Settings:
     """Typed settings from the merged mapping; the rules are checked by ``Settings``."""
     ignored: list[str] = []
     for name in sorted(data):
-        if name not in ("api", "pet", "mask", "model"):
+        if name not in ("api", "pet", "mask", "model", *_STORE_SECTIONS):
             ignored.append(f"[{name}]")
 
     api = _section(data, "api")
@@ -471,12 +602,14 @@ def _parse(data: dict[str, Any]) -> Settings:
         save_dir = Path(raw.strip())
     ignored += [f"model.{k}" for k in sorted(model_section) if k not in ("length", "save_dir")]
 
+    store = _parse_store(data, ignored)  # [redis], [restore], [s3]
     return Settings(
         api=ApiSettings(host, port),
         pet=PetSettings(**values),
         mask=mask,
         model=ModelSettings(length, save_dir),
         ignored=tuple(ignored),
+        **store,
     )
 
 

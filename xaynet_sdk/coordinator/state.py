@@ -20,28 +20,53 @@ Three properties matter and are why the code looks the way it does:
   answers queued requests of an ending phase with "rejected".
 * **GETs never wait.** What GET requests serve (parameters, dictionaries, the model) is encoded
   once when published and replaced by reference, so ``/params`` polling never takes the lock.
+* **Nothing accepted is forgotten** (with a durable :mod:`.store`, ``[redis]``): an accepted
+  message is stored, in the same critical section and before it changes the round, so the
+  stored messages are exactly the accepted ones; a new round is stored before it is opened.
+  :meth:`CoordinatorState.restore` rebuilds the round from them through the same rules.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
+
+import msgpack
 
 from ..codec.bincode import Reader, RoundParameters, encode_sum_dict, encode_update_seed_dict
 from ..codec.crypto import EncryptKeyPair, SigningKeyPair, sha256
 from ..codec.errors import DecodeError
-from ..codec.message import Message, Sum2Payload, SumPayload, UpdatePayload
+from ..codec.message import (
+    Message,
+    Sum2Payload,
+    SumPayload,
+    UpdatePayload,
+    decode_local_seed_dict,
+    encode_local_seed_dict,
+)
 from ..codec.multipart import ReassembledMessage, Reassembler
 from ..mask.masking import Aggregation
 from ..mask.objects import MaskObject
 from .limits import Limits
 from .outcomes import Phase, Reason, Rejected
 from .settings import Settings
+from .store import (
+    AGGREGATE_EVERY,
+    MemoryStore,
+    ModelRef,
+    RestoreError,
+    RoundMeta,
+    StateStore,
+    StoredState,
+    StoreError,
+    phase_index,
+)
 
 __all__ = [
     "CoordinatorState",
@@ -51,10 +76,32 @@ __all__ = [
     "Ticket",
     "decode_model_fractions",
     "derive_round_seed",
+    "model_length_of",
+    "wal_record",
 ]
 
+_log = logging.getLogger("xaynet_sdk.coordinator.state")
 _F64 = struct.Struct("<d")
 _HISTORY = 1000
+_RECORD = struct.Struct(">Q48s32s")  # round id, sealed box id, participant key; then payload
+_MODEL = struct.Struct(">Q32s")  # round id, participant key; then the masked model
+
+AnyPayload = Union[SumPayload, UpdatePayload, Sum2Payload]
+#: A write-ahead record: bytes, or for an Update (its seeds, its masked model).
+Record = Union[bytes, tuple[bytes, bytes]]
+
+
+def wal_record(round_id: int, body_id: bytes, pk: bytes, payload: AnyPayload) -> Record:
+    """A message's write-ahead record: what replaying it needs, already verified.
+
+    Sum and Sum2: the payload. Update: the seeds in one record and the masked model in
+    another, because the masked models are replaced by snapshots of their sum (see
+    :mod:`.store`) and the seeds are not."""
+    head = _RECORD.pack(round_id, body_id, pk)
+    if isinstance(payload, UpdatePayload):
+        model = b"".join([_MODEL.pack(round_id, pk), *payload.masked_model.wire_parts()])
+        return head + encode_local_seed_dict(payload.local_seed_dict), model
+    return head + payload.to_bytes()
 
 
 def derive_round_seed(prev_seed: bytes, keys: EncryptKeyPair, sum_: float, update: float) -> bytes:
@@ -83,6 +130,25 @@ def decode_model_fractions(data: bytes) -> list[Fraction]:
     return out
 
 
+def model_length_of(data: bytes) -> int:
+    """The number of weights of a bincode model, after checking its whole structure
+    (without building the numbers: a restored model is served at once)."""
+    view = memoryview(data)
+    if len(view) < 8:
+        raise DecodeError("model: truncated length")
+    count = int.from_bytes(view[:8], "little")
+    position = 8
+    end = len(view)
+    for _ in range(2 * count):
+        if position + 9 > end or view[position] not in (0, 1, 0xFF):
+            raise DecodeError("model: not a bincode Vec<Ratio<BigInt>>")
+        digits = int.from_bytes(view[position + 1 : position + 9], "little")
+        position += 9 + 4 * digits
+    if position != end:
+        raise DecodeError("model: not a bincode Vec<Ratio<BigInt>> of its stated length")
+    return count
+
+
 def _read_bigint(reader: Reader) -> int:
     sign = reader.i8("bigint sign")
     digits = reader.count("bigint digits", 4)
@@ -97,8 +163,16 @@ class PublishedModel:
     ``Fraction`` objects takes seconds; the bytes are what ``GET /model`` serves.
     """
 
-    def __init__(self, round_id: int, data: bytes, fractions: Optional[list[Fraction]] = None):
+    def __init__(
+        self,
+        round_id: int,
+        data: bytes,
+        fractions: Optional[list[Fraction]] = None,
+        id: Optional[str] = None,
+    ):
         self.round_id = round_id
+        #: The original's id ``<round id>_<hex of the round seed>`` (S3 key, Redis value).
+        self.id = id
         self.data = data
         self._fractions = fractions
         self._lock = threading.Lock()
@@ -171,6 +245,8 @@ class Round:
         #: the ids (see ``sealed_box_id``) of every body accepted this round, whole messages
         #: and chunks: replays.
         self.accepted_ids: set[bytes] = set()
+        #: Update messages stored since the last stored snapshot of the aggregate.
+        self.since_aggregate = 0
 
 
 @dataclass(frozen=True)
@@ -199,8 +275,16 @@ class CoordinatorState:
         *,
         keep_models: Optional[int] = None,
         clock: Callable[[], float] = time.monotonic,
+        store: Optional[StateStore] = None,
+        store_model_bytes: bool = True,
     ) -> None:
         self.settings = settings
+        #: Where the round survives a restart (see :mod:`.store`); in memory by default.
+        self.store = store if store is not None else MemoryStore()
+        #: Whether the store keeps the global model's bytes (False when they go to S3).
+        self.store_model_bytes = store_model_bytes
+        self._restoring = False
+        self._base_round_id = 0
         self.limits = limits
         self.clock = clock
         self.lock = threading.Lock()
@@ -285,23 +369,232 @@ class CoordinatorState:
             return len(self._reassembler), self._reassembler.buffered_bytes
 
     # -- round lifecycle (the round thread; callers hold the lock) ---------------------------
-    def begin_round(self) -> Round:
+    def begin_round(self, publish: Optional[PublishedModel] = None) -> Round:
         """Idle: a new round id, key pair and seed; empty dictionaries; the Sum phase opens.
 
         Everything participants see changes at once: ``/params``, ``/sums`` (204 again) and
-        ``/seeds`` (204 again). The global model stays, as in the original.
+        ``/seeds`` (204 again). The global model stays, as in the original; ``publish``
+        (the model of the round that ends) becomes the served one in the same step.
+
+        With a durable store the new round and ``publish`` are stored first, in one
+        transaction; if that fails (:class:`StoreError`) nothing changes here.
         """
         previous = self._round
-        round_id = previous.round_id + 1 if previous is not None else 1
+        round_id = (previous.round_id if previous is not None else self._base_round_id) + 1
         keys = EncryptKeyPair.generate()
         seed = derive_round_seed(
             self._prev_seed, keys, self.settings.pet.sum, self.settings.pet.update
         )
+        if self.store.durable:
+            ref = None
+            if publish is not None:
+                if publish.id is None:
+                    raise ValueError("a model to store needs its id")
+                ref = ModelRef(publish.id, publish.data if self.store_model_bytes else None)
+            self.store.begin_round(self._meta(round_id, keys, seed), ref)
         self._prev_seed = seed
         self._reassembler.reset()
+        if publish is not None:
+            self.publish_model(publish)
         self._round = Round(round_id, keys, seed, self.settings, self.clock())
         self.cond.notify_all()
         return self._round
+
+    def _meta(self, round_id: int, keys: EncryptKeyPair, seed: bytes) -> RoundMeta:
+        settings = self.settings
+        return RoundMeta(
+            round_id,
+            keys.public,
+            keys.secret,
+            seed,
+            settings.pet.sum,
+            settings.pet.update,
+            settings.mask.name,
+            settings.model_length,
+        )
+
+    # -- restore (before the round thread and the server start; takes the lock itself) --------
+    def restore(self, stored: StoredState, model: Optional[PublishedModel]) -> Round:
+        """Continue the stored round in its phase, with its id and keys (see :mod:`.store`).
+
+        Its Sum and Sum2 messages are replayed through the ``accept_*`` rules, its Update phase
+        rebuilt from the stored seeds and aggregate (a record stored twice by a retried write
+        counts once); the interrupted phase's timer starts anew.
+        Raises :class:`RestoreError` if the stored round has another mask configuration or
+        model length than the settings. If only the selection probabilities changed, the
+        stored round is abandoned and the next one starts with the new ones.
+        """
+        meta = stored.round
+        settings = self.settings
+        self.check_restorable(stored)
+        with self.lock:
+            self._latest_model = model
+            self._prev_seed = meta.seed
+            self._base_round_id = meta.round_id
+            if (meta.sum, meta.update) != (settings.pet.sum, settings.pet.update):
+                _log.warning(
+                    "the stored round %d ran with other selection probabilities: it is"
+                    " abandoned, round %d starts with the new ones",
+                    meta.round_id,
+                    meta.round_id + 1,
+                )
+                return self.begin_round()
+            keys = EncryptKeyPair(meta.public, meta.secret)
+            current = Round(meta.round_id, keys, meta.seed, settings, self.clock())
+            self._round = current
+        target = max(
+            [phase_index(stored.phase)]
+            + [phase_index(p) for p, records in stored.messages.items() if records]
+        )
+        self._restoring = True
+        try:
+            self._replay(current, Phase.SUM, stored.messages.get(Phase.SUM, []))
+            if target >= 1:
+                with self.lock:
+                    self.open_update(current)
+                with self.lock:
+                    if stored.update_snapshot is not None:
+                        self._load_update_snapshot(current, stored.update_snapshot)
+                    else:
+                        self._replay_updates(current, stored)
+            if target >= 2:
+                with self.lock:
+                    self.open_sum2(current)
+                self._replay(current, Phase.SUM2, stored.messages.get(Phase.SUM2, []))
+            if target >= 3:
+                with self.lock:
+                    self.open_unmask(current)
+        finally:
+            self._restoring = False
+        return current
+
+    def check_restorable(self, stored: StoredState) -> None:
+        """:class:`RestoreError` unless the stored round has the settings' mask and length."""
+        meta = stored.round
+        settings = self.settings
+        if meta.mask != settings.mask.name or meta.model_length != settings.model_length:
+            raise RestoreError(
+                f"the stored coordinator state (round {meta.round_id}) was made with mask"
+                f" {meta.mask} and model length {meta.model_length}, but the settings say"
+                f" {settings.mask.name} and {settings.model_length}: start with the same"
+                " [mask] and [model] settings, or with [restore] enable = false to discard the"
+                " stored state"
+            )
+
+    def _replay(self, current: Round, phase: Phase, records: list[bytes]) -> None:
+        decode: dict[Phase, Callable[[memoryview], AnyPayload]] = {
+            Phase.SUM: SumPayload.from_bytes,
+            Phase.SUM2: Sum2Payload.from_bytes,
+        }
+        for record in records:
+            try:
+                round_id, body_id, pk = _RECORD.unpack_from(record)
+                if round_id != current.round_id:
+                    continue
+                payload = decode[phase](memoryview(record)[_RECORD.size :])
+            except (struct.error, DecodeError) as e:
+                raise RestoreError(f"a stored {phase.value} message is corrupt: {e}") from None
+            ticket = Ticket(current, phase, True, False, body_id)
+            try:
+                if isinstance(payload, Sum2Payload):
+                    self.accept_sum2(ticket, pk, payload)
+                elif isinstance(payload, SumPayload):
+                    self.accept_sum(ticket, pk, payload)
+            except Rejected as e:
+                # A record written twice (a write retried after a lost reply) counts once.
+                if e.reason is not Reason.DUPLICATE:
+                    raise RestoreError(
+                        f"a stored {phase.value} message is refused on replay: {e}"
+                    ) from None
+
+    def _replay_updates(self, current: Round, stored: StoredState) -> None:
+        """The Update phase from its seeds records, the last aggregate and the models after
+        it (lock held). A record stored twice (a retried write) counts once."""
+        try:
+            for record in stored.messages.get(Phase.UPDATE, []):
+                round_id, body_id, pk = _RECORD.unpack_from(record)
+                if round_id != current.round_id or pk in current.update_pks:
+                    continue
+                seeds, _ = decode_local_seed_dict(record, _RECORD.size)
+                if set(seeds) != set(current.sum_dict):
+                    raise RestoreError("a stored Update message does not fit the sum dict")
+                current.update_pks.add(pk)
+                for sum_pk, encrypted_seed in seeds.items():
+                    current.seed_dict[sum_pk][pk] = encrypted_seed
+                current.accepted[Phase.UPDATE] += 1
+                current.accepted_ids.add(body_id)
+            aggregation = current.aggregation
+            covered: set[bytes] = set()
+            if stored.update_aggregate is not None:
+                snapshot = msgpack.unpackb(stored.update_aggregate)
+                if snapshot["round_id"] == current.round_id and snapshot["nb_models"]:
+                    obj, _ = MaskObject.from_bytes(snapshot["object"])
+                    aggregation.aggregate(obj)  # adopted as is; the count is the stored one
+                    aggregation.nb_models = int(snapshot["nb_models"])
+                    covered = set(snapshot["pks"])
+            for record in stored.update_models:
+                round_id, pk = _MODEL.unpack_from(record)
+                if round_id != current.round_id or pk in covered:
+                    continue
+                obj, _ = MaskObject.from_bytes(record, _MODEL.size)
+                aggregation.aggregate(obj)
+                covered.add(pk)
+        except (struct.error, DecodeError, ValueError, KeyError, TypeError) as e:
+            raise RestoreError(f"a stored Update message is corrupt: {e}") from None
+        if covered != current.update_pks or aggregation.nb_models != len(covered):
+            raise RestoreError(
+                f"the stored Update phase is inconsistent: {len(current.update_pks)} updates,"
+                f" {aggregation.nb_models} masked models"
+            )
+        current.since_aggregate = len(stored.update_models)
+
+    def _snapshot_aggregate(self, current: Round) -> None:
+        """Store the aggregate so far in place of the stored masked models (lock held)."""
+        aggregation = current.aggregation
+        snapshot = msgpack.packb(
+            {
+                "round_id": current.round_id,
+                "nb_models": aggregation.nb_models,
+                "object": aggregation.object.to_bytes(),
+                "pks": sorted(current.update_pks),
+            }
+        )
+        try:
+            self.store.snapshot_aggregate(bytes(snapshot))
+        except StoreError:
+            return  # logged by the store; the masked models stay stored, tried again next time
+        current.since_aggregate = 0
+
+    def _update_snapshot(self, current: Round) -> bytes:
+        aggregation = current.aggregation
+        return bytes(
+            msgpack.packb(
+                {
+                    "nb_models": aggregation.nb_models,
+                    "object": aggregation.object.to_bytes(),
+                    "update_pks": sorted(current.update_pks),
+                    "seed_dict": current.seed_dict,
+                    "accepted": current.accepted[Phase.UPDATE],
+                }
+            )
+        )
+
+    def _load_update_snapshot(self, current: Round, data: bytes) -> None:
+        try:
+            snapshot = msgpack.unpackb(data, strict_map_key=False)
+            nb_models = int(snapshot["nb_models"])
+            if nb_models:
+                obj, _ = MaskObject.from_bytes(snapshot["object"])
+                # aggregate() adopts the first object as is; the count is then the stored one.
+                current.aggregation.aggregate(obj)
+                current.aggregation.nb_models = nb_models
+            current.update_pks = set(snapshot["update_pks"])
+            current.seed_dict = {k: dict(v) for k, v in snapshot["seed_dict"].items()}
+            current.accepted[Phase.UPDATE] = int(snapshot["accepted"])
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as e:
+            raise RestoreError(
+                f"the stored aggregate of the Update phase is corrupt: {e}"
+            ) from None
 
     def _open(self, current: Round, phase: Phase) -> None:
         current.phase = phase
@@ -317,15 +610,29 @@ class CoordinatorState:
         current.sum_dict_bytes = encode_sum_dict(current.sum_dict)
         current.seed_dict = {pk: {} for pk in current.sum_dict}
         self._open(current, Phase.UPDATE)
+        self._note_phase(current)
 
     def open_sum2(self, current: Round) -> None:
         """Publish the seed dict and open the Sum2 phase, atomically."""
         current.seeds_published = True
         self._open(current, Phase.SUM2)
+        if self.store.durable and not self._restoring:
+            self._note_phase(current, self._update_snapshot(current))
 
     def open_unmask(self, current: Round) -> None:
         """No message is accepted from here on; the round thread unmasks outside the lock."""
         self._open(current, Phase.UNMASK)
+        self._note_phase(current)
+
+    def _note_phase(self, current: Round, update_snapshot: Optional[bytes] = None) -> None:
+        """Store the phase change. A failure is only logged (by the store): the stored
+        messages alone restore the round, in the phase they reached."""
+        if self._restoring or not self.store.durable:
+            return
+        try:
+            self.store.phase_opened(current.round_id, current.phase, update_snapshot)
+        except StoreError:
+            pass
 
     def publish_model(self, model: PublishedModel) -> None:
         """Make ``model`` the one ``GET /model`` serves (it survives failed rounds)."""
@@ -387,6 +694,28 @@ class CoordinatorState:
         current.accepted_ids.add(ticket.body_id)
         self.cond.notify_all()
 
+    def write_ahead_record(
+        self, ticket: Ticket, pk: bytes, payload: AnyPayload
+    ) -> Optional[Record]:
+        """The record :meth:`accept_sum` (etc.) must store first; None without a durable store.
+
+        Built outside the lock by the caller: for an Update it copies the masked model."""
+        if not self.store.durable:
+            return None
+        return wal_record(ticket.round.round_id, ticket.body_id, pk, payload)
+
+    def _write_ahead(self, ticket: Ticket, record: Optional[Record]) -> None:
+        """Store an accepted message before it changes the round (lock held)."""
+        if record is None:
+            return
+        try:
+            if isinstance(record, tuple):
+                self.store.append_update(*record)
+            else:
+                self.store.append(ticket.phase, record)
+        except StoreError as e:
+            raise Rejected(Reason.STORAGE, str(e)) from None
+
     def _check_room(self, current: Round, ticket: Ticket, maximum: int) -> None:
         if current.accepted[ticket.phase] >= maximum:
             raise Rejected(
@@ -402,17 +731,22 @@ class CoordinatorState:
             ticket.round.accepted_ids.add(ticket.body_id)
             return rebuilt
 
-    def accept_sum(self, ticket: Ticket, pk: bytes, payload: SumPayload) -> None:
+    def accept_sum(
+        self, ticket: Ticket, pk: bytes, payload: SumPayload, record: Optional[Record] = None
+    ) -> None:
         """Sum: add ``pk → ephemeral key`` to the sum dict (one entry per participant)."""
         with self.lock:
             current = self._current(ticket)
             self._check_room(current, ticket, self.settings.pet.max_sum_count)
             if pk in current.sum_dict:
                 raise Rejected(Reason.DUPLICATE, "this sum participant is already registered")
+            self._write_ahead(ticket, record)
             current.sum_dict[pk] = payload.ephm_pk
             self._accept(current, ticket)
 
-    def accept_update(self, ticket: Ticket, pk: bytes, payload: UpdatePayload) -> None:
+    def accept_update(
+        self, ticket: Ticket, pk: bytes, payload: UpdatePayload, record: Optional[Record] = None
+    ) -> None:
         """Update: record the seeds and add the masked model (validated by the caller).
 
         The checks are the original's, in its order: the model still fits the aggregation
@@ -442,13 +776,20 @@ class CoordinatorState:
                 )
             if pk in current.update_pks:
                 raise Rejected(Reason.DUPLICATE, "this update participant already submitted")
+            self._write_ahead(ticket, record)
             current.update_pks.add(pk)
             for sum_pk, encrypted_seed in seeds.items():
                 current.seed_dict[sum_pk][pk] = encrypted_seed
             aggregation.aggregate(payload.masked_model)
+            if record is not None:
+                current.since_aggregate += 1
+                if current.since_aggregate >= AGGREGATE_EVERY:
+                    self._snapshot_aggregate(current)
             self._accept(current, ticket)
 
-    def accept_sum2(self, ticket: Ticket, pk: bytes, payload: Sum2Payload) -> None:
+    def accept_sum2(
+        self, ticket: Ticket, pk: bytes, payload: Sum2Payload, record: Optional[Record] = None
+    ) -> None:
         """Sum2: count one vote for the mask, by value.
 
         Masks are compared, not hashed: an honest round has one distinct mask, and comparing
@@ -462,6 +803,7 @@ class CoordinatorState:
                 raise Rejected(Reason.UNKNOWN_SUM_PARTICIPANT, "the sender is not in the sum dict")
             if pk in current.sum2_pks:
                 raise Rejected(Reason.DUPLICATE, "this sum participant already sent its mask")
+            self._write_ahead(ticket, record)
             current.sum2_pks.add(pk)
             index = next(
                 (
