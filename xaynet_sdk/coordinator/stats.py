@@ -39,6 +39,7 @@ class Stats:
         self._rounds_failed = 0
         self._failures: Counter[str] = Counter()
         self._connections_refused = 0
+        self._connection_events: Counter[str] = Counter()
         self._logged: set[Reason] = set()
 
     # -- recording ------------------------------------------------------------------------
@@ -93,6 +94,11 @@ class Stats:
         with self._lock:
             self._connections_refused += 1
 
+    def connection_event(self, name: str) -> None:
+        """A connection closed by the front end: a timeout, an eviction, a failed handshake."""
+        with self._lock:
+            self._connection_events[name] += 1
+
     def round_completed(self) -> None:
         with self._lock:
             self._rounds_completed += 1
@@ -128,6 +134,7 @@ class Stats:
                 "rejected_by_message": {k: dict(c) for k, c in self._rejected_by_message.items()},
                 "http": {k: dict(c) for k, c in self._http.items()},
                 "connections_refused": self._connections_refused,
+                "connections_closed": dict(self._connection_events),
             }
 
 
