@@ -40,6 +40,7 @@ from .server import CoordinatorHTTPServer
 from .settings import Settings, SettingsError
 from .state import CoordinatorState, RoundRecord, derive_round_seed
 from .stats import Stats
+from .tls import server_context
 
 __all__ = [
     "Limits",
@@ -85,12 +86,16 @@ class LocalCoordinator:
         self._server_thread: Optional[threading.Thread] = None
         self._lifecycle = threading.Lock()
         self._stopped = False
+        self._metrics: Any = None
+        #: the port of ``/metrics`` when ``[metrics.prometheus]`` is set
+        self.metrics_port: Optional[int] = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "LocalCoordinator":
         """Bind (port 0: a free port), open round 1 and serve in background threads.
 
-        Raises ``OSError`` if the address cannot be bound. Starting twice is an error;
+        Raises ``OSError`` if the address cannot be bound, :class:`SettingsError` if TLS is
+        configured and a certificate or key cannot be used. Starting twice is an error;
         a stopped coordinator cannot be restarted (build a new one).
         """
         with self._lifecycle:
@@ -99,9 +104,15 @@ class LocalCoordinator:
             if self._server is not None:
                 raise RuntimeError("the coordinator is already running")
             api = self.settings.api
+            context = server_context(api) if api.tls else None
             server = CoordinatorHTTPServer(
-                api.host, api.port, self._state, self._pipeline, self._stats, self.limits
+                api.host, api.port, self._state, self._pipeline, self._stats, self.limits, context
             )
+            try:
+                self._start_metrics(server)
+            except BaseException:
+                server.close()
+                raise
             with self._state.lock:
                 first = self._state.begin_round()
             self._server = server
@@ -153,8 +164,36 @@ class LocalCoordinator:
             thread.join()
         if driver is not None:
             driver.stop()
+        if self._metrics is not None:
+            self._metrics.stop()
         if server is not None:
             _log.info("coordinator on %s stopped", self._url_of(server))
+
+    def _start_metrics(self, server: CoordinatorHTTPServer) -> None:
+        """``[metrics.prometheus]``: serve ``/metrics``; ``[metrics.influxdb]``: warn, unused."""
+        metrics = self.settings.metrics
+        if metrics.influxdb_url is not None:
+            _log.warning(
+                "[metrics.influxdb] is set, but this coordinator does not write to InfluxDB:"
+                " it exports Prometheus metrics instead (set [metrics.prometheus] bind_address)"
+            )
+        if not metrics.prometheus:
+            return
+        from .metrics import CoordinatorMetrics
+
+        recorder = CoordinatorMetrics(
+            self._state, self._stats, lambda: self.phase, lambda: server.open_connections
+        )
+        assert metrics.prometheus_host is not None
+        self.metrics_port = recorder.serve(metrics.prometheus_host, metrics.prometheus_port)
+        recorder.start()
+        self._metrics = recorder
+        host = metrics.prometheus_host
+        _log.info(
+            "Prometheus metrics on http://%s:%d/metrics",
+            f"[{host}]" if ":" in host else host,
+            self.metrics_port,
+        )
 
     def __enter__(self) -> "LocalCoordinator":
         if self._server is None:
@@ -172,12 +211,13 @@ class LocalCoordinator:
     # -- what tests and examples read ----------------------------------------------------------
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (a wildcard bind address is shown as loopback)."""
+        """``http://127.0.0.1:PORT`` (``https`` with TLS; a wildcard address shows as loopback)."""
         if self._server is None:
             raise RuntimeError("the coordinator is not started")
         return self._url_of(self._server)
 
     def _url_of(self, server: CoordinatorHTTPServer) -> str:
+        scheme = "https" if self.settings.api.tls else "http"
         host = self.settings.api.host
         if host == "0.0.0.0":
             host = "127.0.0.1"
@@ -185,7 +225,7 @@ class LocalCoordinator:
             host = "::1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{server.port}"
+        return f"{scheme}://{host}:{server.port}"
 
     @property
     def port(self) -> int:
@@ -239,7 +279,8 @@ class LocalCoordinator:
         ``rejected_by_phase`` (the phase a message arrived in → reason → count),
         ``rejected_by_message`` (Sum/Update/Sum2, or "unknown" before the header could be
         read → reason → count), ``http`` ("METHOD path" → status → count),
-        ``connections_refused``, ``multipart_buffered`` ([messages, bytes]).
+        ``connections_refused``, ``connections_closed`` (by the front end: timeouts, evictions,
+        failed TLS handshakes → count), ``multipart_buffered`` ([messages, bytes]).
         """
         snapshot = self._stats.snapshot()
         snapshot["round_id"] = self.round_id
