@@ -203,7 +203,7 @@ def _run_rounds(coord: LocalCoordinator, n_rounds: int, **participant_kw: Any) -
     config = MaskConfig.from_name("Prime/F32/B0/M3")
     rng = np.random.default_rng(13)
     locals_ = [rng.uniform(-1, 1, 4).astype(np.float32) for _ in range(6)]
-    parts = [contribution(f"p{i}", m, 1.0, config) for i, m in enumerate(locals_)]
+    parts = [contribution(f"p{i}", m.tolist(), 1.0, config) for i, m in enumerate(locals_)]
     ps = [spawn_participant(coord.url, Fixed, args=(m,), **participant_kw) for m in locals_]
     try:
         models = coord.wait_for_global_models(n_rounds, timeout=150)
