@@ -18,6 +18,8 @@ from coordinator_fixtures import (
     raw_round_settings,
     run_round,
 )
+from fault_servers import free_port
+from influxdb_server import influxdb, query
 from prometheus_client.parser import text_string_to_metric_families
 
 from xaynet_sdk.coordinator import LocalCoordinator, Phase, Settings, SettingsError
@@ -142,17 +144,56 @@ def test_metrics_are_off_by_default(local_coordinator: Any) -> None:
     assert coordinator.metrics_port is None
 
 
-def test_influxdb_is_not_pretended(caplog: pytest.LogCaptureFixture) -> None:
-    """The original's [metrics.influxdb] loads; the start says that Prometheus is used instead."""
-    data = _sections(metrics={"influxdb": {"url": "http://user:secret@localhost:8086", "db": "m"}})
-    settings = Settings.from_dict(data)
-    assert settings.metrics.influxdb_url == "http://user:secret@localhost:8086"
-    with caplog.at_level(logging.WARNING, logger="xaynet_sdk.coordinator"):
-        with LocalCoordinator(settings):
-            pass
+def _with_influxdb(settings: Settings, url: str, db: str) -> Settings:
+    return dataclasses.replace(settings, metrics=MetricsSettings(influxdb_url=url, influxdb_db=db))
+
+
+def test_influxdb_receives_the_original_measurements() -> None:
+    """A real influxd: the original's measurements, fields and tags, for a round and a half."""
+    with influxdb() as url:
+        settings = _with_influxdb(raw_round_settings(sum=0.4, update=0.8), url, "xaynet")
+        coordinator = LocalCoordinator(settings).start()
+        try:
+            run_round(coordinator)
+            coordinator.wait_for_phase(Phase.SUM, timeout=30, round_id=2)
+            client = RawClient(coordinator.url)
+            try:
+                assert client.post(b"\x00" * 200) == 200  # rejected (does not decrypt)
+            finally:
+                client.close()
+        finally:
+            coordinator.stop()  # flushes the queued points
+        series = query(url, "xaynet", "SELECT * FROM /.*/")
+    phases = [row["value"] for row in series["phase"]]
+    assert phases == [0, 1, 2, 3, 4, 0, 1, 6]  # Idle, Sum, ... Unmask, round 2, Shutdown
+    assert [row["value"] for row in series["round_total_number"]] == [1, 2]
+    params = {(r["round_id"], r["phase"], r["value"]) for r in series["round_param_sum"]}
+    assert params == {("1", "0", 0.4), ("2", "0", 0.4)}
+    params = {(r["round_id"], r["phase"], r["value"]) for r in series["round_param_update"]}
+    assert params == {("1", "0", 0.8), ("2", "0", 0.8)}
+    for name, phase, count in (("message_sum", "1", 2), ("message_update", "2", 3)):
+        rows = series[name]
+        assert len(rows) == count and {(r["round_id"], r["phase"], r["value"]) for r in rows} == {
+            ("1", phase, 1)
+        }
+    assert len(series["message_sum2"]) == 2
+    assert [(r["round_id"], r["phase"]) for r in series["message_rejected"]] == [("2", "1")]
+    assert [(r["round_id"], r["phase"], r["value"]) for r in series["masks_total_number"]] == [
+        ("1", "4", 1)
+    ]
+    assert "message_discarded" not in series and "event" not in series
+
+
+def test_an_absent_influxdb_is_a_warning_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"http://user:secret@127.0.0.1:{free_port()}"  # nothing listens there
+    settings = _with_influxdb(raw_round_settings(), url, "m")
+    assert settings.metrics.influxdb_url == url
+    with caplog.at_level(logging.DEBUG, logger="xaynet_sdk.coordinator"):
+        with LocalCoordinator(settings) as coordinator:
+            run_round(coordinator)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("does not write to InfluxDB" in w and "Prometheus" in w for w in warnings)
-    assert "secret" not in caplog.text
+    assert len([w for w in warnings if "InfluxDB at http://127.0.0.1:" in w]) == 1
+    assert "secret" not in caplog.text  # credentials of the URL are never logged
 
 
 @pytest.mark.parametrize(

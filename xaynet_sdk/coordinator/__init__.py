@@ -86,7 +86,8 @@ class LocalCoordinator:
         self._server_thread: Optional[threading.Thread] = None
         self._lifecycle = threading.Lock()
         self._stopped = False
-        self._metrics: Any = None
+        #: the phase follower, the Prometheus endpoint, the InfluxDB writer (as configured)
+        self._metrics: list[Any] = []
         #: the port of ``/metrics`` when ``[metrics.prometheus]`` is set
         self.metrics_port: Optional[int] = None
 
@@ -111,6 +112,8 @@ class LocalCoordinator:
             try:
                 self._start_metrics(server)
             except BaseException:
+                for part in self._metrics:
+                    part.stop()
                 server.close()
                 raise
             with self._state.lock:
@@ -164,36 +167,44 @@ class LocalCoordinator:
             thread.join()
         if driver is not None:
             driver.stop()
-        if self._metrics is not None:
-            self._metrics.stop()
+        for part in self._metrics:  # the phase follower first: it feeds the others
+            part.stop()
         if server is not None:
             _log.info("coordinator on %s stopped", self._url_of(server))
 
     def _start_metrics(self, server: CoordinatorHTTPServer) -> None:
-        """``[metrics.prometheus]``: serve ``/metrics``; ``[metrics.influxdb]``: warn, unused."""
+        """``[metrics.prometheus]``: serve ``/metrics``; ``[metrics.influxdb]``: write to it."""
         metrics = self.settings.metrics
-        if metrics.influxdb_url is not None:
-            _log.warning(
-                "[metrics.influxdb] is set, but this coordinator does not write to InfluxDB:"
-                " it exports Prometheus metrics instead (set [metrics.prometheus] bind_address)"
-            )
-        if not metrics.prometheus:
+        if not metrics.prometheus and metrics.influxdb_url is None:
             return
-        from .metrics import CoordinatorMetrics
+        from .metrics import CoordinatorMetrics, PhaseFollower
 
-        recorder = CoordinatorMetrics(
-            self._state, self._stats, lambda: self.phase, lambda: server.open_connections
-        )
-        assert metrics.prometheus_host is not None
-        self.metrics_port = recorder.serve(metrics.prometheus_host, metrics.prometheus_port)
-        recorder.start()
-        self._metrics = recorder
-        host = metrics.prometheus_host
-        _log.info(
-            "Prometheus metrics on http://%s:%d/metrics",
-            f"[{host}]" if ":" in host else host,
-            self.metrics_port,
-        )
+        follower = PhaseFollower(self._state)
+        self._metrics.append(follower)
+        if metrics.prometheus:
+            recorder = CoordinatorMetrics(
+                self._state, self._stats, lambda: self.phase, lambda: server.open_connections
+            )
+            assert metrics.prometheus_host is not None
+            self.metrics_port = recorder.serve(metrics.prometheus_host, metrics.prometheus_port)
+            self._metrics.append(recorder)
+            follower.add(recorder)
+            host = metrics.prometheus_host
+            _log.info(
+                "Prometheus metrics on http://%s:%d/metrics",
+                f"[{host}]" if ":" in host else host,
+                self.metrics_port,
+            )
+        if metrics.influxdb_url is not None:
+            from .influx import InfluxWriter
+
+            writer = InfluxWriter(metrics.influxdb_url, metrics.influxdb_db or "", self._state)
+            writer.start()
+            self._metrics.append(writer)
+            follower.add(writer)
+            self._stats.listener = writer
+            _log.info("writing the original's measurements to InfluxDB at %s", writer.target)
+        follower.start()
 
     def __enter__(self) -> "LocalCoordinator":
         if self._server is None:

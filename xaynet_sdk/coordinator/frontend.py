@@ -511,6 +511,11 @@ class FrontEnd:
             except (KeyError, ValueError, OSError):
                 pass
         try:
+            # As socketserver does: the reply already written is sent before the close.
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        try:
             conn.sock.close()
         except OSError:
             pass

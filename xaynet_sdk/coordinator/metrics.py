@@ -40,10 +40,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .outcomes import Phase, Reason
-from .state import CoordinatorState
+from .state import CoordinatorState, Round, RoundRecord
 from .stats import Stats
 
-__all__ = ["PHASE_NUMBERS", "CoordinatorMetrics"]
+__all__ = ["PHASE_NUMBERS", "CoordinatorMetrics", "PhaseFollower"]
 
 _log = logging.getLogger("xaynet_sdk.coordinator.metrics")
 
@@ -190,11 +190,86 @@ class _StateCollector(Collector):
         yield closed
 
 
+class PhaseFollower:
+    """A thread that follows the round's phases and tells its listeners.
+
+    The state notifies its condition on every change, so each phase change is seen once; a
+    phase so short that it ended before the thread looked (Unmask, typically) is reported
+    when the round ends. Listeners are called on this thread, never under the state's lock.
+    """
+
+    def __init__(self, state: CoordinatorState) -> None:
+        self.state = state
+        self._listeners: list[Any] = []
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def add(self, listener: Any) -> None:
+        """``listener.phase_started(round, phase)``, ``listener.phase_ended(round, phase,
+        seconds)`` and ``listener.round_ended(round, record)``; any of them may be absent."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._follow, name="xaynet-coordinator-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.state.cond:
+            self.state.cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _tell(self, what: str, *args: Any) -> None:
+        for listener in self._listeners:
+            method = getattr(listener, what, None)
+            if method is None:
+                continue
+            try:
+                method(*args)
+            except Exception:  # noqa: BLE001 - metrics must never stop the coordinator
+                _log.warning("a metrics listener failed", exc_info=True)
+
+    def _follow(self) -> None:
+        state = self.state
+        last: Optional[tuple[Round, Phase, float]] = None
+        while not self._stop.is_set():
+            with state.cond:
+                unchanged = (
+                    last is not None and state.round is last[0] and state.round.phase is last[1]
+                )
+                if not state.started or unchanged:
+                    state.cond.wait(0.5)
+                if not state.started:
+                    continue
+                current = state.round
+                seen = (current, current.phase, current.phase_started)
+            if last is None:
+                self._tell("phase_started", current, current.phase)
+            elif seen[0] is last[0] and seen[1] is not last[1]:
+                self._tell("phase_ended", current, last[1], seen[2] - last[2])
+                self._tell("phase_started", current, seen[1])
+            elif seen[0] is not last[0]:
+                ended = last[0]
+                records = [r for r in state.history()[-8:] if r.round_id == ended.round_id]
+                if records:
+                    record = records[-1]
+                    if record.completed and last[1] is not Phase.UNMASK:
+                        # Unmask ended before this thread looked.
+                        self._tell("phase_started", ended, Phase.UNMASK)
+                        last = (ended, Phase.UNMASK, record.ended)
+                    self._tell("phase_ended", ended, last[1], max(0.0, record.ended - last[2]))
+                    self._tell("round_ended", ended, record)
+                self._tell("phase_started", current, current.phase)
+            last = seen
+
+
 class CoordinatorMetrics:
     """The coordinator's metrics registry; :meth:`serve` exposes it over HTTP.
 
-    A thread follows phase changes to time them (the state notifies its condition on every
-    change), so durations are observed once, when a phase or round ends.
+    Durations are observed by a :class:`PhaseFollower` listener when a phase or round ends.
     """
 
     def __init__(
@@ -220,17 +295,17 @@ class CoordinatorMetrics:
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
         )
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
         self._server: Any = None
         self._server_thread: Optional[threading.Thread] = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._follow, name="xaynet-coordinator-metrics", daemon=True
-        )
-        self._thread.start()
+    # -- PhaseFollower listener ---------------------------------------------------------------
+    def phase_ended(self, current: Round, phase: Phase, seconds: float) -> None:
+        self.phase_duration.labels(phase.value).observe(seconds)
 
+    def round_ended(self, current: Round, record: RoundRecord) -> None:
+        self.round_duration.observe(record.duration)
+
+    # -- serving ------------------------------------------------------------------------------
     def serve(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on ``host:port`` (0: a free port); return the port."""
         from prometheus_client import start_http_server
@@ -240,37 +315,8 @@ class CoordinatorMetrics:
         return int(server.server_address[1])
 
     def stop(self) -> None:
-        self._stop.set()
-        with self.state.cond:
-            self.state.cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             if self._server_thread is not None:
                 self._server_thread.join()
-
-    def _follow(self) -> None:
-        state = self.state
-        last: Optional[tuple[Any, int, Phase, float]] = None
-        while not self._stop.is_set():
-            with state.cond:
-                state.cond.wait(0.5)
-                if not state.started:
-                    continue
-                current = state.round
-                seen = (current, current.round_id, current.phase, current.phase_started)
-            if last is None:
-                last = seen
-                continue
-            if seen[0] is last[0] and seen[2] is not last[2]:
-                self.phase_duration.labels(last[2].value).observe(seen[3] - last[3])
-            elif seen[0] is not last[0]:
-                for record in state.history()[-8:]:
-                    if record.round_id == last[1]:
-                        self.phase_duration.labels(last[2].value).observe(
-                            max(0.0, record.ended - last[3])
-                        )
-                        self.round_duration.observe(record.duration)
-            last = seen

@@ -25,9 +25,9 @@ configuration file works unchanged::
 Sections and keys the original needs for infrastructure this coordinator does not have
 (``[redis]``, ``[s3]``, ``[restore]``) are accepted and listed once in the log, so a production
 file loads as is. ``[api] tls_certificate``, ``tls_key`` and ``tls_client_auth`` serve HTTPS
-(with client authentication), ``[metrics.prometheus] bind_address`` serves Prometheus metrics
-(``[metrics.influxdb]`` is accepted, with a warning at start that metrics go to Prometheus),
-and ``[log] filter`` sets the log levels (see :mod:`.logfilter`). Anything else unknown
+(with client authentication), ``[metrics.prometheus] bind_address`` serves Prometheus metrics,
+``[metrics.influxdb]`` (``url``, ``db``) writes the original's measurements to InfluxDB, and
+``[log] filter`` sets the log levels (see :mod:`.logfilter`). Anything else unknown
 is accepted and listed too, as serde ignores unknown fields in the original.
 
 Environment variables override the file exactly as the original's ``config`` crate does:
@@ -209,8 +209,8 @@ class ModelSettings:
 class MetricsSettings:
     """``[metrics]``: ``[metrics.prometheus] bind_address`` serves ``/metrics`` (off if absent).
 
-    ``[metrics.influxdb]`` (``url``, ``db``) is the original's section; it is validated like
-    the original's, and the coordinator warns at start that it exports Prometheus instead.
+    ``[metrics.influxdb]`` (``url``, ``db``) is the original's section, validated like the
+    original's: the same measurements are written there (see :mod:`.influx`).
     """
 
     prometheus_host: Optional[str] = None

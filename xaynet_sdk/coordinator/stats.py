@@ -41,11 +41,15 @@ class Stats:
         self._connections_refused = 0
         self._connection_events: Counter[str] = Counter()
         self._logged: set[Reason] = set()
+        #: told of every message outcome and failed round (the InfluxDB writer), if set
+        self.listener: Any = None
 
     # -- recording ------------------------------------------------------------------------
     def accepted(self, phase: Phase) -> None:
         with self._lock:
             self._accepted[phase.value] += 1
+        if self.listener is not None:
+            self.listener.message_accepted(phase)
 
     def chunk_buffered(self) -> None:
         with self._lock:
@@ -71,6 +75,8 @@ class Stats:
             self._rejected_by_message.setdefault(kind, Counter())[reason.value] += 1
             first = reason not in self._logged
             self._logged.add(reason)
+        if self.listener is not None:
+            self.listener.message_rejected(phase, reason)
         text = f"{detail}" if detail else reason.value
         what = f"a {tag.name} message" if tag is not None else "a message"
         if first:
@@ -107,6 +113,8 @@ class Stats:
         with self._lock:
             self._rounds_failed += 1
             self._failures[kind] += 1
+        if self.listener is not None:
+            self.listener.round_failed(kind)
 
     # -- reading ----------------------------------------------------------------------------
     @property
