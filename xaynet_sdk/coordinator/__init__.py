@@ -15,7 +15,9 @@ From the command line, with the original coordinator's TOML file::
 Modules, one responsibility each: :mod:`.settings` (TOML, environment, validation),
 :mod:`.server` (HTTP), :mod:`.pipeline` (a POST body to a message), :mod:`.state` (the round's
 data and the rules that change it), :mod:`.rounds` (phase timing, unmask, next round),
-:mod:`.stats` (counters), :mod:`.limits` (resource bounds).
+:mod:`.stats` (counters), :mod:`.limits` (resource bounds), :mod:`.frontend` (connections,
+deadlines, the worker pool), :mod:`.tls` (the TLS context), :mod:`.metrics` (Prometheus),
+:mod:`.influx` (InfluxDB), :mod:`.logfilter` (``[log] filter``).
 
 The coordinator runs in background threads of the calling process. The ORIGINAL participant
 (``xaynet-sdk-python`` 0.1.0) holds the GIL during its HTTP requests, so it must run in
