@@ -24,7 +24,7 @@ from test_participant_e2e import Fixed  # noqa: E402
 from tls_certs import Pki, make_pki  # noqa: E402
 
 from xaynet_sdk import spawn_participant  # noqa: E402
-from xaynet_sdk.coordinator import LocalCoordinator, Settings, SettingsError  # noqa: E402
+from xaynet_sdk.coordinator import Limits, LocalCoordinator, Settings, SettingsError  # noqa: E402
 from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
 from xaynet_sdk.transport import TlsError, Transport, TransportError  # noqa: E402
 
@@ -285,3 +285,18 @@ def test_plain_http_to_the_tls_port_gets_no_answer(pki: Pki) -> None:
                 tls.sendall(b"GET /params HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 head = tls.recv(4096)
         assert head.startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_silent_tls_client_is_closed_at_the_handshake_deadline(pki: Pki) -> None:
+    """Connecting and never sending a ClientHello holds no thread and ends at header_timeout."""
+    limits = Limits(header_timeout=1.5, worker_threads=1)
+    with LocalCoordinator(_tls(Settings.for_tests(), pki), limits=limits) as coord:
+        with socket.create_connection(("127.0.0.1", coord.port), timeout=30) as silent:
+            # Meanwhile an honest client is served by the only worker.
+            assert Transport(coord.url, timeout=10, verify=str(pki.ca)).get_params() is not None
+            silent.settimeout(30)
+            try:
+                assert silent.recv(4096) == b""
+            except ConnectionResetError:
+                pass
+        assert coord.stats["connections_closed"] == {"timeout_handshake": 1}

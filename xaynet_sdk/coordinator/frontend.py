@@ -30,7 +30,6 @@ import collections
 import logging
 import queue
 import re
-import resource
 import selectors
 import socket
 import ssl
@@ -39,6 +38,11 @@ import time
 from typing import Any, Callable, Optional
 
 from .limits import Limits
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None  # type: ignore[assignment]
 
 __all__ = ["Connection", "FrontEnd", "RequestReader", "SocketWriter"]
 
@@ -158,6 +162,8 @@ class SocketWriter:
 
 def _raise_fd_limit(wanted: int) -> int:
     """Raise the soft limit of open files towards ``wanted``; return the usable connections."""
+    if resource is None:  # pragma: no cover - not on Windows
+        return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
