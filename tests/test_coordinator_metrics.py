@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import urllib.request
 from typing import Any
 
@@ -77,7 +78,11 @@ def test_metrics_follow_a_round(coord: LocalCoordinator) -> None:
     during: dict[str, Samples] = {}
 
     def in_sum2(ctx: RoundContext) -> None:
-        during["sum2"] = scrape(coord)
+        key = ("xaynet_phase_duration_seconds_count", (("phase", "Update"),))
+        deadline = time.monotonic() + 30  # the thread that times phases may lag a little
+        while key not in (samples := scrape(coord)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        during["sum2"] = samples
 
     run_round(coord, hooks={"sum2": in_sum2})
     mid = during["sum2"]
@@ -95,7 +100,13 @@ def test_metrics_follow_a_round(coord: LocalCoordinator) -> None:
         assert client.post(b"\x00" * 200) == 200  # does not decrypt: rejected
     finally:
         client.close()
-    after = scrape(coord)
+    # Durations are observed by a thread that follows the phases: give it a moment.
+    deadline = time.monotonic() + 30
+    while (
+        value(after := scrape(coord), "xaynet_round_duration_seconds_count") < 1
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
     assert value(after, "xaynet_round_id") == 2
     assert value(after, "xaynet_phase") == 1
     assert value(after, "xaynet_round_participants", phase="Sum") == 0

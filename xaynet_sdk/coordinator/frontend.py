@@ -30,6 +30,7 @@ import collections
 import logging
 import queue
 import re
+import select
 import selectors
 import socket
 import ssl
@@ -55,6 +56,10 @@ _RECV = 65536
 _READ_BUDGET = 1024 * 1024
 _FD_RESERVE = 64
 _SWEEP_INTERVAL = 0.25
+#: How long a worker with nothing else to do waits for the next request of the keep-alive
+#: connection it just answered, before handing the connection back to the selector thread
+#: (a client that sends its next request at once is then served without two thread switches).
+_LINGER_MS = 2
 
 # Connection states (what the selector waits for).
 _HANDSHAKE = "handshake"
@@ -437,6 +442,16 @@ class FrontEnd:
         if conn.state == _BODY and len(buffer) >= conn.need:
             self._dispatch(conn)
 
+    def _complete(self, buffer: bytearray) -> bool:
+        """Whether ``buffer`` holds a request that :meth:`_advance` would dispatch now."""
+        if buffer[:1] == b"\n" or buffer[:2] == b"\r\n":
+            return True
+        match = _HEADER_END.search(buffer, 0, self.limits.max_header_bytes + 4)
+        if match is None:
+            return False
+        length = self._body_length(bytes(buffer[: match.end()]))
+        return length is None or len(buffer) >= match.end() + length
+
     def _body_length(self, header: bytes) -> Optional[int]:
         """The body length to buffer, or None when a worker must see the header first.
 
@@ -534,15 +549,23 @@ class FrontEnd:
                 return
             keep = False
             try:
-                conn.sock.setblocking(True)
-                deadline = time.monotonic() + self.limits.body_timeout
-                reader = RequestReader(conn.sock, conn.buffer, deadline)
-                writer = SocketWriter(conn.sock, self.limits.write_timeout)
-                keep = self.handle_request(conn, reader, writer) and not reader.eof
-                if keep and conn.tls:
-                    pending = conn.sock.pending()  # type: ignore[attr-defined]
-                    if pending:
-                        conn.buffer += conn.sock.recv(pending)
+                while True:
+                    conn.sock.setblocking(True)
+                    deadline = time.monotonic() + self.limits.body_timeout
+                    reader = RequestReader(conn.sock, conn.buffer, deadline)
+                    writer = SocketWriter(conn.sock, self.limits.write_timeout)
+                    keep = self.handle_request(conn, reader, writer) and not reader.eof
+                    if keep and conn.tls:
+                        pending = conn.sock.pending()  # type: ignore[attr-defined]
+                        if pending:
+                            conn.buffer += conn.sock.recv(pending)
+                    if not keep:
+                        break
+                    following = self._next_request(conn)
+                    if following is None:
+                        keep = False
+                    if not following:
+                        break
             except Exception:  # noqa: BLE001 - a client's fault must not end the worker
                 _log.debug("error on a connection", exc_info=True)
                 keep = False
@@ -551,6 +574,32 @@ class FrontEnd:
                 self._wake_w.send(b"x")
             except OSError:
                 pass
+
+    def _next_request(self, conn: Connection) -> Optional[bool]:
+        """After a reply: True if the next request is complete already (the worker goes on),
+        False to hand the connection back, None if the client closed it.
+
+        Only a worker with no other request waiting lingers, and for at most ``_LINGER_MS``;
+        it takes nothing but a complete request, so a slow client never holds it longer.
+        """
+        if self._closed or not self._jobs.empty():
+            return False
+        sock = conn.sock
+        if not conn.buffer and not (conn.tls and sock.pending()):  # type: ignore[attr-defined]
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            if not poller.poll(_LINGER_MS):
+                return False
+        sock.setblocking(False)
+        try:
+            while len(conn.buffer) < _READ_BUDGET:
+                data = sock.recv(_RECV)
+                if not data:
+                    return None
+                conn.buffer += data
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError, InterruptedError):
+            pass
+        return self._complete(conn.buffer)
 
     # -- stopping -----------------------------------------------------------------------------
     def shutdown(self) -> None:

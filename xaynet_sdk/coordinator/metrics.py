@@ -256,10 +256,13 @@ class PhaseFollower:
                 records = [r for r in state.history()[-8:] if r.round_id == ended.round_id]
                 if records:
                     record = records[-1]
-                    if record.completed and last[1] is not Phase.UNMASK:
-                        # Unmask ended before this thread looked.
-                        self._tell("phase_started", ended, Phase.UNMASK)
-                        last = (ended, Phase.UNMASK, record.ended)
+                    final, final_started = ended.phase, ended.phase_started
+                    if final is not last[1]:
+                        # The round's last phase (Unmask, typically) ended before this thread
+                        # looked: the one seen last ended when it started.
+                        self._tell("phase_ended", ended, last[1], final_started - last[2])
+                        self._tell("phase_started", ended, final)
+                        last = (ended, final, final_started)
                     self._tell("phase_ended", ended, last[1], max(0.0, record.ended - last[2]))
                     self._tell("round_ended", ended, record)
                 self._tell("phase_started", current, current.phase)
