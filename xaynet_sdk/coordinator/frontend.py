@@ -8,7 +8,9 @@ a header one byte a second) make the coordinator create threads without bound. H
   request until its header and its ``Content-Length`` body have arrived. Only a complete
   request goes to a worker, so a client that trickles never holds a worker.
 * A fixed pool of ``Limits.worker_threads`` workers handles complete requests, one at a time
-  per connection, then gives the connection back (keep-alive) or closes it. A request with a
+  per connection, then gives the connection back (keep-alive) or closes it; a worker with no
+  other request waiting first looks for the connection's next request for a moment, and goes
+  on with it only if it is complete. A request with a
   chunked body or ``Expect: 100-continue`` goes to a worker once its header is in; the worker
   reads the body under the body deadline.
 * Deadlines per connection: the TLS handshake and a request header must complete within
@@ -180,10 +182,6 @@ def _raise_fd_limit(wanted: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return wanted - _FD_RESERVE
     return max(1, min(wanted, soft) - _FD_RESERVE)
-
-
-#: ``handle(connection, reader, writer) -> keep_alive``, called on a worker thread.
-Handle = Callable[[Connection, RequestReader, SocketWriter], bool]
 
 
 class FrontEnd:
