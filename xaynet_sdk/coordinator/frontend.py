@@ -10,9 +10,9 @@ a header one byte a second) make the coordinator create threads without bound. H
 * A fixed pool of ``Limits.worker_threads`` workers handles complete requests, one at a time
   per connection, then gives the connection back (keep-alive) or closes it; a worker with no
   other request waiting first looks for the connection's next request for a moment, and goes
-  on with it only if it is complete. A request with a
-  chunked body or ``Expect: 100-continue`` goes to a worker once its header is in; the worker
-  reads the body under the body deadline.
+  on with it only if it is complete. A request with a chunked body or ``Expect:
+  100-continue`` goes to a worker once its header is in; the worker reads the body under the
+  body deadline.
 * Deadlines per connection: the TLS handshake and a request header must complete within
   ``header_timeout`` of their first byte, a body within ``body_timeout`` of its header, a
   reply must be written within ``write_timeout``, and an idle keep-alive connection is closed
