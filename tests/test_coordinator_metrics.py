@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -149,6 +151,16 @@ def test_discarded_messages_are_counted_apart() -> None:
     assert not [k for k in samples if k[0] == "xaynet_messages_rejected_total"]
 
 
+def test_stop_ends_the_metrics_endpoint_and_threads() -> None:
+    coordinator = LocalCoordinator(_with_prometheus(raw_round_settings())).start()
+    port = coordinator.metrics_port
+    assert port is not None and scrape(coordinator)
+    coordinator.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("xaynet-coordinator")]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
 def test_metrics_are_off_by_default(local_coordinator: Any) -> None:
     coordinator = local_coordinator()
     assert coordinator.settings.metrics == MetricsSettings()
@@ -174,6 +186,7 @@ def test_influxdb_receives_the_original_measurements() -> None:
                 client.close()
         finally:
             coordinator.stop()  # flushes the queued points
+        assert not [t for t in threading.enumerate() if t.name.startswith("xaynet-coordinator")]
         series = query(url, "xaynet", "SELECT * FROM /.*/")
     phases = [row["value"] for row in series["phase"]]
     assert phases == [0, 1, 2, 3, 4, 0, 1, 6]  # Idle, Sum, ... Unmask, round 2, Shutdown
