@@ -17,7 +17,10 @@ Modules, one responsibility each: :mod:`.settings` (TOML, environment, validatio
 :mod:`.server` (HTTP), :mod:`.pipeline` (a POST body to a message), :mod:`.state` (the round's
 data and the rules that change it), :mod:`.rounds` (phase timing, unmask, next round),
 :mod:`.stats` (counters), :mod:`.limits` (resource bounds), :mod:`.store` (state that
-survives a restart: memory or Redis), :mod:`.s3` (global models in a bucket).
+survives a restart: memory or Redis), :mod:`.s3` (global models in a bucket),
+:mod:`.frontend` (connections, deadlines, the worker pool), :mod:`.tls` (the TLS
+context), :mod:`.metrics` (Prometheus), :mod:`.influx` (InfluxDB), :mod:`.logfilter`
+(``[log] filter``).
 
 The coordinator runs in background threads of the calling process. The ORIGINAL participant
 (``xaynet-sdk-python`` 0.1.0) holds the GIL during its HTTP requests, so it must run in
@@ -43,6 +46,7 @@ from .settings import Settings, SettingsError
 from .state import CoordinatorState, PublishedModel, RoundRecord, derive_round_seed, model_length_of
 from .stats import Stats
 from .store import RestoreError, StoredState, StoreError, open_store
+from .tls import server_context
 
 __all__ = [
     "Limits",
@@ -90,12 +94,17 @@ class LocalCoordinator:
         self._server_thread: Optional[threading.Thread] = None
         self._lifecycle = threading.Lock()
         self._stopped = False
+        #: the phase follower, the Prometheus endpoint, the InfluxDB writer (as configured)
+        self._metrics: list[Any] = []
+        #: the port of ``/metrics`` when ``[metrics.prometheus]`` is set
+        self.metrics_port: Optional[int] = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "LocalCoordinator":
         """Bind (port 0: a free port), open round 1 and serve in background threads.
 
-        Raises ``OSError`` if the address cannot be bound. Starting twice is an error;
+        Raises ``OSError`` if the address cannot be bound, :class:`SettingsError` if TLS is
+        configured and a certificate or key cannot be used. Starting twice is an error;
         a stopped coordinator cannot be restarted (build a new one).
 
         With ``[redis]`` the stored round is restored first (``[restore] enable``; ``false``
@@ -107,6 +116,7 @@ class LocalCoordinator:
                 raise RuntimeError("this coordinator was stopped; create a new one")
             if self._server is not None:
                 raise RuntimeError("the coordinator is already running")
+            context = server_context(self.settings.api) if self.settings.api.tls else None
             # -- [redis], [restore], [s3] --
             settings = self.settings
             store = open_store(settings.redis.url if settings.redis is not None else None)
@@ -131,16 +141,29 @@ class LocalCoordinator:
             self._state.store_model_bytes = models is None
             # -- end of [redis], [restore], [s3] --
             api = self.settings.api
-            server = CoordinatorHTTPServer(
-                api.host, api.port, self._state, self._pipeline, self._stats, self.limits
-            )
             try:
+                server = CoordinatorHTTPServer(
+                    api.host,
+                    api.port,
+                    self._state,
+                    self._pipeline,
+                    self._stats,
+                    self.limits,
+                    context,
+                )
+            except BaseException:
+                store.close()
+                raise
+            try:
+                self._start_metrics(server)
                 if stored is None:
                     with self._state.lock:
                         first = self._state.begin_round()
                 else:
                     first = self._state.restore(stored, restored)
             except BaseException:
+                for part in self._metrics:
+                    part.stop()
                 server.close()
                 store.close()
                 raise
@@ -227,9 +250,45 @@ class LocalCoordinator:
             thread.join()
         if driver is not None:
             driver.stop()
+        for part in self._metrics:  # the phase follower first: it feeds the others
+            part.stop()
         self._state.store.close()  # every accepted message was stored before its reply
         if server is not None:
             _log.info("coordinator on %s stopped", self._url_of(server))
+
+    def _start_metrics(self, server: CoordinatorHTTPServer) -> None:
+        """``[metrics.prometheus]``: serve ``/metrics``; ``[metrics.influxdb]``: write to it."""
+        metrics = self.settings.metrics
+        if not metrics.prometheus and metrics.influxdb_url is None:
+            return
+        from .metrics import CoordinatorMetrics, PhaseFollower
+
+        follower = PhaseFollower(self._state)
+        self._metrics.append(follower)
+        if metrics.prometheus:
+            recorder = CoordinatorMetrics(
+                self._state, self._stats, lambda: self.phase, lambda: server.open_connections
+            )
+            assert metrics.prometheus_host is not None
+            self.metrics_port = recorder.serve(metrics.prometheus_host, metrics.prometheus_port)
+            self._metrics.append(recorder)
+            follower.add(recorder)
+            host = metrics.prometheus_host
+            _log.info(
+                "Prometheus metrics on http://%s:%d/metrics",
+                f"[{host}]" if ":" in host else host,
+                self.metrics_port,
+            )
+        if metrics.influxdb_url is not None:
+            from .influx import InfluxWriter
+
+            writer = InfluxWriter(metrics.influxdb_url, metrics.influxdb_db or "", self._state)
+            writer.start()
+            self._metrics.append(writer)
+            follower.add(writer)
+            self._stats.listener = writer
+            _log.info("writing the original's measurements to InfluxDB at %s", writer.target)
+        follower.start()
 
     def __enter__(self) -> "LocalCoordinator":
         if self._server is None:
@@ -247,12 +306,13 @@ class LocalCoordinator:
     # -- what tests and examples read ----------------------------------------------------------
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (a wildcard bind address is shown as loopback)."""
+        """``http://127.0.0.1:PORT`` (``https`` with TLS; a wildcard address shows as loopback)."""
         if self._server is None:
             raise RuntimeError("the coordinator is not started")
         return self._url_of(self._server)
 
     def _url_of(self, server: CoordinatorHTTPServer) -> str:
+        scheme = "https" if self.settings.api.tls else "http"
         host = self.settings.api.host
         if host == "0.0.0.0":
             host = "127.0.0.1"
@@ -260,7 +320,7 @@ class LocalCoordinator:
             host = "::1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{server.port}"
+        return f"{scheme}://{host}:{server.port}"
 
     @property
     def port(self) -> int:
@@ -314,7 +374,8 @@ class LocalCoordinator:
         ``rejected_by_phase`` (the phase a message arrived in → reason → count),
         ``rejected_by_message`` (Sum/Update/Sum2, or "unknown" before the header could be
         read → reason → count), ``http`` ("METHOD path" → status → count),
-        ``connections_refused``, ``multipart_buffered`` ([messages, bytes]).
+        ``connections_refused``, ``connections_closed`` (by the front end: timeouts, evictions,
+        failed TLS handshakes → count), ``multipart_buffered`` ([messages, bytes]).
         """
         snapshot = self._stats.snapshot()
         snapshot["round_id"] = self.round_id

@@ -2,8 +2,12 @@
 
 Like the original's binary: the settings file is given with ``-c``, environment variables
 ``XAYNET_<SECTION>__<KEY>`` override it, and a file that does not load or validate prints the
-reason on stderr and exits with status 1. The coordinator then serves until SIGINT or SIGTERM
-and exits with status 0.
+reason on stderr and exits with status 1 (so does a TLS certificate or key that cannot be
+used). The coordinator then serves until SIGINT or SIGTERM and exits with status 0 once every
+connection is closed and every thread joined.
+
+Log levels come from ``[log] filter`` (RUST_LOG-style directives, see :mod:`.logfilter`;
+``XAYNET_LOG__FILTER`` overrides it); ``--log-level`` sets the default level instead.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from . import LocalCoordinator, RestoreError, Settings, SettingsError, StoreErro
 __all__ = ["main"]
 
 _LEVELS = ("debug", "info", "warning", "error")
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         choices=_LEVELS,
-        default="info",
-        help="log level of the coordinator (default: info)",
+        default=None,
+        help="default log level (default: from [log] filter, else info)",
     )
     return parser
 
@@ -56,15 +61,23 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the coordinator until SIGINT/SIGTERM; return the process exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    default = getattr(logging, (args.log_level or "info").upper())
+    logging.basicConfig(level=default, format=_FORMAT)
     try:
         settings = Settings.from_toml(args.config_path)
     except SettingsError as e:
         print(f"xaynet-coordinator: {e}", file=sys.stderr)
         return 1
+    log_filter = settings.log.filter
+    if log_filter is not None:
+        log_filter.apply()
+        if args.log_level is not None:
+            logging.getLogger().setLevel(default)
+        if log_filter.unmapped:
+            logging.getLogger("xaynet_sdk.coordinator").info(
+                "[log] filter: targets with no counterpart here: %s",
+                ", ".join(log_filter.unmapped),
+            )
     if args.model_dir is not None:
         settings = dataclasses.replace(
             settings, model=dataclasses.replace(settings.model, save_dir=args.model_dir)
@@ -73,7 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     coordinator = LocalCoordinator(settings, keep_models=1)
     try:
         coordinator.start()
-    except (StoreError, RestoreError) as e:
+    except (StoreError, RestoreError, SettingsError) as e:
         print(f"xaynet-coordinator: {e}", file=sys.stderr)
         return 1
     except OSError as e:

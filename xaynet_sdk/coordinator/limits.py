@@ -42,9 +42,16 @@ class Limits:
 
     * ``max_body_size``: POST bodies above this get HTTP 413 (default: the largest valid
       message plus 4 KiB).
-    * ``max_connections``: open HTTP connections; more are closed at once.
+    * ``max_connections``: open HTTP connections; when full, the connection idle the longest
+      is closed for a new one (a new one is closed at once if none is idle).
     * ``keep_alive_timeout``: an idle connection is closed after this many seconds (above the
       original participant's longest poll interval of 10 s, so pooled connections stay).
+    * ``worker_threads``: the threads that handle complete requests (the front end has one
+      more thread that accepts and reads; see ``coordinator/frontend.py``).
+    * ``header_timeout``: a request header (and a TLS handshake) must arrive within this many
+      seconds of its first byte; ``body_timeout``: a body within this many seconds of its
+      header; ``write_timeout``: a reply must be taken within this many seconds.
+    * ``max_header_bytes``: a larger request header gets 431 (414 for a request line alone).
     * ``multipart_*``: the reassembler's bounds (incomplete messages in total and per sender,
       buffered bytes, idle age in seconds); default bytes ``max(64 MiB, 8 × body limit)``
       capped at 1 GiB.
@@ -53,8 +60,13 @@ class Limits:
     """
 
     max_body_size: Optional[int] = None
-    max_connections: int = 1024
+    max_connections: int = 8192
     keep_alive_timeout: float = 120.0
+    worker_threads: int = 16
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    write_timeout: float = 60.0
+    max_header_bytes: int = 65536
     multipart_max_messages: int = 1024
     multipart_max_messages_per_participant: int = 4
     multipart_max_bytes: Optional[int] = None
@@ -66,6 +78,10 @@ class Limits:
             raise ValueError("max_body_size must be positive")
         if self.max_connections < 1 or self.keep_alive_timeout <= 0:
             raise ValueError("max_connections and keep_alive_timeout must be positive")
+        if self.worker_threads < 1 or self.max_header_bytes < 1024:
+            raise ValueError("worker_threads must be positive and max_header_bytes >= 1024")
+        if min(self.header_timeout, self.body_timeout, self.write_timeout) <= 0:
+            raise ValueError("header_timeout, body_timeout and write_timeout must be positive")
         if self.multipart_max_bytes is not None and self.multipart_max_bytes < 1:
             raise ValueError("multipart_max_bytes must be positive")
         if self.inflight_grace < 0:

@@ -16,8 +16,9 @@ other paths        404; a known path with another method is 500 (warp's unhandle
 =================  ==========================================================================
 
 Error replies have empty bodies. Connections are HTTP/1.1 keep-alive (the original participant
-pools them); every connection has its own thread, and the server tracks them so that
-:meth:`CoordinatorHTTPServer.close` ends them all and joins their threads.
+pools them). Connections are served by :mod:`.frontend` (one selector thread and a fixed pool
+of workers, with deadlines and size caps), over TLS when the settings ask for it;
+:meth:`CoordinatorHTTPServer.close` ends every connection and joins every thread.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import base64
 import binascii
 import logging
 import re
-import socket
-import socketserver
+import ssl
 import string
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
+from .frontend import Connection, FrontEnd, RequestReader, SocketWriter
 from .limits import Limits
 from .pipeline import Pipeline
 from .state import CoordinatorState
@@ -80,15 +80,28 @@ def decode_seeds_pk(text: str) -> Optional[bytes]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One connection's requests (keep-alive), routed as the original's warp filters."""
+    """One request of a keep-alive connection, routed as the original's warp filters."""
 
-    server: "CoordinatorHTTPServer"
+    server: "CoordinatorHTTPServer"  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
     server_version = "xaynet-local-coordinator"
     sys_version = ""
-    # Headers and body go out in separate writes; without this, Nagle's algorithm plus the
-    # client's delayed ACK can add 40 ms to every keep-alive response.
-    disable_nagle_algorithm = True
+
+    def __init__(
+        self,
+        server: "CoordinatorHTTPServer",
+        connection: Connection,
+        reader: RequestReader,
+        writer: SocketWriter,
+    ) -> None:
+        # Not the base class's __init__: the front end hands over one request at a time.
+        self.server = server  # type: ignore[assignment]
+        self.request = connection.sock
+        self.connection = connection.sock
+        self.client_address = connection.addr
+        self.rfile = reader  # type: ignore[assignment]
+        self.wfile = writer  # type: ignore[assignment]
+        self.close_connection = True
 
     # -- plumbing -----------------------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -255,14 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other_method  # noqa: N815
 
 
-class CoordinatorHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that knows its connections, to close and join them at stop."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    # The listen backlog: hundreds of participants may connect at once (the default is 5,
-    # which makes the excess wait for SYN retransmissions).
-    request_queue_size = 1024
+class CoordinatorHTTPServer(FrontEnd):
+    """The REST API on the bounded front end (see :mod:`.frontend`), plain or over TLS."""
 
     def __init__(
         self,
@@ -272,65 +279,26 @@ class CoordinatorHTTPServer(ThreadingHTTPServer):
         pipeline: Pipeline,
         stats: Stats,
         limits: Limits,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.state = state
         self.pipeline = pipeline
         self.stats = stats
-        self.limits = limits
-        self.body_limit = limits.body_limit(state.settings)
-        self._connections: dict[threading.Thread, socket.socket] = {}
-        self._connections_lock = threading.Lock()
-        self._closed = False
-        # The idle timeout of keep-alive connections is a class attribute of the handler.
-        handler = type("_Handler", (_Handler,), {"timeout": limits.keep_alive_timeout})
-        super().__init__((host, port), handler)
+        super().__init__(
+            host,
+            port,
+            limits,
+            limits.body_limit(state.settings),
+            ssl_context=ssl_context,
+            on_event=stats.connection_event,
+        )
 
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
+    def handle_request(
+        self, connection: Connection, reader: RequestReader, writer: SocketWriter
+    ) -> bool:
+        handler = _Handler(self, connection, reader, writer)
+        handler.handle_one_request()
+        return not handler.close_connection
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread per connection, tracked; over ``max_connections`` the connection is closed."""
-        with self._connections_lock:
-            if self._closed or len(self._connections) >= self.limits.max_connections:
-                refuse = True
-            else:
-                refuse = False
-                thread = threading.Thread(
-                    target=self.process_request_thread,
-                    args=(request, client_address),
-                    name=f"xaynet-coordinator-http-{client_address[1]}",
-                    daemon=True,
-                )
-                self._connections[thread] = request
-        if refuse:
-            self.stats.connection_refused()
-            self.shutdown_request(request)
-            return
-        thread.start()
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            socketserver.ThreadingMixIn.process_request_thread(self, request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.pop(threading.current_thread(), None)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that resets its connection is not worth a traceback on stderr.
-        _log.debug("error on a connection", exc_info=True)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop accepting, end every open connection and join the connection threads."""
-        with self._connections_lock:
-            self._closed = True
-            connections = dict(self._connections)
-        self.server_close()
-        for sock in connections.values():
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for thread in connections:
-            thread.join(timeout)
+    def connection_refused(self) -> None:
+        self.stats.connection_refused()

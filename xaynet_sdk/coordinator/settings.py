@@ -23,8 +23,13 @@ configuration file works unchanged::
     length = 4
 
 Sections and keys the original needs for infrastructure this coordinator does not have
-(``[log]``, ``[metrics]``, the TLS paths in ``[api]``) are
-accepted and listed once in the log, so a production file loads as is. Anything else unknown
+(``trust_anchor``) are accepted and listed once in the log, so a production file loads as
+is. ``[api] tls_certificate``, ``tls_key`` and ``tls_client_auth`` serve HTTPS (with client
+authentication), ``[metrics.prometheus] bind_address`` serves Prometheus metrics,
+``[metrics.influxdb]`` (``url``, ``db``) writes the original's measurements to InfluxDB,
+``[log] filter`` sets the log levels (see :mod:`.logfilter`), ``[redis] url`` keeps the
+coordinator's state in Redis (``[restore] enable``) and ``[s3]`` stores every global model
+in a bucket. Anything else unknown
 is accepted and listed too, as serde ignores unknown fields in the original.
 
 Environment variables override the file exactly as the original's ``config`` crate does:
@@ -58,6 +63,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..mask.config import InvalidMaskConfig, MaskConfig, MaskConfigPair
+from .logfilter import LogFilter, parse_log_filter
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,6 +75,8 @@ __all__ = [
     "MIN_SUM_COUNT",
     "MIN_UPDATE_COUNT",
     "ApiSettings",
+    "LogSettings",
+    "MetricsSettings",
     "ModelSettings",
     "PetSettings",
     "RedisSettings",
@@ -89,7 +97,7 @@ ENV_PREFIX = "xaynet_"
 _ENV_SEPARATOR = "__"
 
 #: Top-level sections of the original that configure infrastructure we do not have.
-_UNUSED_SECTIONS = ("log", "metrics", "trust_anchor")
+_UNUSED_SECTIONS = ("trust_anchor",)
 
 _PET_COUNTS = (
     "min_sum_count",
@@ -127,10 +135,44 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """Where the REST API listens. Port 0 asks the OS for a free port."""
+    """Where the REST API listens. Port 0 asks the OS for a free port.
+
+    TLS as in the original (``ApiSettings::validate_api``): ``tls_certificate`` and ``tls_key``
+    together serve HTTPS; ``tls_client_auth`` (a PEM trust anchor) also requires client
+    certificates signed by it. A certificate without a key (or the reverse), or client
+    authentication without a server certificate, is "invalid tls settings".
+    """
 
     host: str
     port: int
+    # --- [api] TLS keys (begin) ---
+    tls_certificate: Optional[Path] = None
+    tls_key: Optional[Path] = None
+    tls_client_auth: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            given, missing = (
+                ("tls_certificate", "tls_key")
+                if self.tls_key is None
+                else ("tls_key", "tls_certificate")
+            )
+            raise SettingsError(
+                f"validation failed: api: invalid tls settings: {given} is set but {missing}"
+                " is not (the certificate and its key go together)"
+            )
+        if self.tls_client_auth is not None and self.tls_certificate is None:
+            raise SettingsError(
+                "validation failed: api: invalid tls settings: tls_client_auth needs"
+                " tls_certificate and tls_key (client authentication runs over TLS)"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the API is served over TLS."""
+        return self.tls_certificate is not None
+
+    # --- [api] TLS keys (end) ---
 
     @property
     def bind_address(self) -> str:
@@ -290,6 +332,102 @@ def _parse_store(data: Mapping[str, Any], ignored: list[str]) -> dict[str, Any]:
 # --- end of [redis], [restore], [s3] ---------------------------------------------------------
 
 
+# --- [metrics] and [log] (begin) ---
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``: ``[metrics.prometheus] bind_address`` serves ``/metrics`` (off if absent).
+
+    ``[metrics.influxdb]`` (``url``, ``db``) is the original's section, validated like the
+    original's: the same measurements are written there (see :mod:`.influx`).
+    """
+
+    prometheus_host: Optional[str] = None
+    prometheus_port: int = 0
+    influxdb_url: Optional[str] = None
+    influxdb_db: Optional[str] = None
+
+    @property
+    def prometheus(self) -> bool:
+        return self.prometheus_host is not None
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """``[log] filter``, RUST_LOG-style (see :mod:`.logfilter`); None: the CLI's default."""
+
+    filter: Optional[LogFilter] = None
+
+
+def _parse_api_tls(api: Mapping[str, Any]) -> dict[str, Optional[Path]]:
+    paths: dict[str, Optional[Path]] = {}
+    for key in _API_TLS_KEYS:
+        raw = api.get(key)
+        if raw is None:
+            paths[key] = None
+            continue
+        if not isinstance(raw, str) or not raw.strip():
+            raise _loading(f"api.{key} must be a file path, got {raw!r}")
+        paths[key] = Path(raw.strip())
+    return paths
+
+
+def _parse_metrics(data: Mapping[str, Any], ignored: list[str]) -> MetricsSettings:
+    if "metrics" not in data:
+        return MetricsSettings()
+    metrics = _section(data, "metrics")
+    values: dict[str, Any] = {}
+    if "prometheus" in metrics:
+        prometheus = metrics["prometheus"]
+        if not isinstance(prometheus, dict):
+            raise _loading("[metrics.prometheus] must be a table")
+        address = _field(prometheus, "metrics.prometheus", "bind_address")
+        host, port = _parse_bind_address(address, "metrics.prometheus.bind_address")
+        values.update(prometheus_host=host, prometheus_port=port)
+        ignored += [f"metrics.prometheus.{k}" for k in sorted(prometheus) if k != "bind_address"]
+    if "influxdb" in metrics:
+        influx = metrics["influxdb"]
+        if not isinstance(influx, dict):
+            raise _loading("[metrics.influxdb] must be a table")
+        url = _field(influx, "metrics.influxdb", "url")
+        db = _field(influx, "metrics.influxdb", "db")
+        if not isinstance(url, str) or not _is_url(url):
+            raise SettingsError(f"validation failed: metrics.influxdb.url: not a URL: {url!r}")
+        if not isinstance(db, str):
+            raise _loading(f"metrics.influxdb.db must be a string, got {db!r}")
+        values.update(influxdb_url=url, influxdb_db=db)
+        ignored += [f"metrics.influxdb.{k}" for k in sorted(influx) if k not in ("url", "db")]
+    ignored += [f"metrics.{k}" for k in sorted(metrics) if k not in ("prometheus", "influxdb")]
+    return MetricsSettings(**values)
+
+
+def _is_url(text: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text.strip())
+    except ValueError:
+        return False
+    return bool(parts.scheme) and bool(parts.netloc or parts.path)
+
+
+def _parse_log(data: Mapping[str, Any], ignored: list[str]) -> LogSettings:
+    if "log" not in data:
+        return LogSettings()
+    log = _section(data, "log")
+    ignored += [f"log.{k}" for k in sorted(log) if k != "filter"]
+    if "filter" not in log:
+        return LogSettings()
+    try:
+        return LogSettings(parse_log_filter(log["filter"]))
+    except ValueError as e:
+        raise _loading(f"log.filter: {e}") from None
+
+
+_API_TLS_KEYS = ("tls_certificate", "tls_key", "tls_client_auth")
+_SERVICE_SECTIONS = ("metrics", "log")
+# --- [metrics] and [log] (end) ---
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated coordinator settings. Build with :meth:`from_toml`, :meth:`from_dict` or
@@ -308,6 +446,10 @@ class Settings:
     restore: RestoreSettings = RestoreSettings()
     s3: Optional[S3Settings] = None
     # --- end of [redis], [restore], [s3] ---
+    # --- [metrics] and [log] (begin) ---
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+    # --- [metrics] and [log] (end) ---
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -570,12 +712,15 @@ def _parse(data: dict[str, Any]) -> Settings:
     """Typed settings from the merged mapping; the rules are checked by ``Settings``."""
     ignored: list[str] = []
     for name in sorted(data):
-        if name not in ("api", "pet", "mask", "model", *_STORE_SECTIONS):
+        if name not in ("api", "pet", "mask", "model", *_STORE_SECTIONS, *_SERVICE_SECTIONS):
             ignored.append(f"[{name}]")
 
     api = _section(data, "api")
     host, port = _parse_bind_address(_field(api, "api", "bind_address"), "api.bind_address")
-    ignored += [f"api.{k}" for k in sorted(api) if k != "bind_address"]
+    ignored += [f"api.{k}" for k in sorted(api) if k not in ("bind_address",) + _API_TLS_KEYS]
+    tls = _parse_api_tls(api)
+    metrics = _parse_metrics(data, ignored)
+    log = _parse_log(data, ignored)
 
     pet_section = _section(data, "pet")
     values: dict[str, Any] = {
@@ -604,11 +749,13 @@ def _parse(data: dict[str, Any]) -> Settings:
 
     store = _parse_store(data, ignored)  # [redis], [restore], [s3]
     return Settings(
-        api=ApiSettings(host, port),
+        api=ApiSettings(host, port, **tls),
         pet=PetSettings(**values),
         mask=mask,
         model=ModelSettings(length, save_dir),
         ignored=tuple(ignored),
+        metrics=metrics,
+        log=log,
         **store,
     )
 

@@ -39,12 +39,17 @@ class Stats:
         self._rounds_failed = 0
         self._failures: Counter[str] = Counter()
         self._connections_refused = 0
+        self._connection_events: Counter[str] = Counter()
         self._logged: set[Reason] = set()
+        #: told of every message outcome and failed round (the InfluxDB writer), if set
+        self.listener: Any = None
 
     # -- recording ------------------------------------------------------------------------
     def accepted(self, phase: Phase) -> None:
         with self._lock:
             self._accepted[phase.value] += 1
+        if self.listener is not None:
+            self.listener.message_accepted(phase)
 
     def chunk_buffered(self) -> None:
         with self._lock:
@@ -70,6 +75,8 @@ class Stats:
             self._rejected_by_message.setdefault(kind, Counter())[reason.value] += 1
             first = reason not in self._logged
             self._logged.add(reason)
+        if self.listener is not None:
+            self.listener.message_rejected(phase, reason)
         text = f"{detail}" if detail else reason.value
         what = f"a {tag.name} message" if tag is not None else "a message"
         if first:
@@ -93,6 +100,11 @@ class Stats:
         with self._lock:
             self._connections_refused += 1
 
+    def connection_event(self, name: str) -> None:
+        """A connection closed by the front end: a timeout, an eviction, a failed handshake."""
+        with self._lock:
+            self._connection_events[name] += 1
+
     def round_completed(self) -> None:
         with self._lock:
             self._rounds_completed += 1
@@ -101,6 +113,8 @@ class Stats:
         with self._lock:
             self._rounds_failed += 1
             self._failures[kind] += 1
+        if self.listener is not None:
+            self.listener.round_failed(kind)
 
     # -- reading ----------------------------------------------------------------------------
     @property
@@ -128,6 +142,7 @@ class Stats:
                 "rejected_by_message": {k: dict(c) for k, c in self._rejected_by_message.items()},
                 "http": {k: dict(c) for k, c in self._http.items()},
                 "connections_refused": self._connections_refused,
+                "connections_closed": dict(self._connection_events),
             }
 
 
