@@ -289,7 +289,7 @@ class SilentServer:
 
 @dataclass
 class Connection:
-    """One connection a :class:`HostileServer` served: what it sent, and when it ended."""
+    """One request a :class:`HostileServer` served: what it sent, and when it ended."""
 
     path: str
     start: float
@@ -332,29 +332,32 @@ class HostileServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        """Requests on one connection, kept alive after a fixed or empty answer."""
         with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
+            buffer = b""
+            while not self._stop.is_set():
+                while b"\r\n\r\n" not in buffer:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                target = head.split(b" ", 2)[1].decode("latin-1")
+                record = Connection(urlsplit(target).path, time.monotonic())
+                with self._lock:
+                    self.connections.append(record)
+                kind, arg = self.routes.get(record.path, ("none", None))
                 try:
-                    data = conn.recv(65536)
+                    self._answer(conn, record, kind, arg)
                 except OSError:
-                    return
-                if not data:
-                    return
-                head += data
-            target = head.split(b" ", 2)[1].decode("latin-1")
-            path = urlsplit(target).path
-            record = Connection(path, time.monotonic())
-            with self._lock:
-                self.connections.append(record)
-            kind, arg = self.routes.get(path, ("none", None))
-            try:
-                self._answer(conn, record, kind, arg)
-            except OSError:
-                pass  # the client hung up: what the tests look for
-            finally:
-                if record.ended is None:
+                    return  # the client hung up: what the tests look for
+                finally:
                     record.ended = time.monotonic()
+                if kind not in ("fixed", "none"):
+                    return
 
     def _send(self, conn: socket.socket, record: Connection, data: bytes) -> None:
         conn.sendall(data)
@@ -365,7 +368,6 @@ class HostileServer:
             body = bytes(arg)
             self._send(conn, record, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
             self._send(conn, record, body)
-            self._hold(conn)
         elif kind == "drip":
             # A plausible length (that of round parameters), delivered one byte at a time.
             self._send(conn, record, b"HTTP/1.1 200 OK\r\nContent-Length: 136\r\n\r\n")
@@ -388,7 +390,6 @@ class HostileServer:
             self._flood(conn, record, b"10000\r\n" + b"\0" * 65536 + b"\r\n")
         else:
             self._send(conn, record, b"HTTP/1.1 204 No Content\r\n\r\n")
-            self._hold(conn)
 
     def _flood(self, conn: socket.socket, record: Connection, block: bytes) -> None:
         while not self._stop.is_set() and record.sent < self.flood_limit:
