@@ -237,7 +237,8 @@ class InternalParticipant(threading.Thread):
         try:
             global_model = self._xaynet_participant.global_model(numpy=self._numpy)
         except (GlobalModelUnavailable, GlobalModelDataTypeMisMatch) as err:
-            if not self._error_on_fetch_global_model:
+            if not self._error_on_fetch_global_model and not self._exit_event.is_set():
+                # (stop() cuts a fetch in flight: not a coordinator problem)
                 LOG.warning("failed to get global model: %s (retrying every tick)", err)
             self._error_on_fetch_global_model = True
             return
