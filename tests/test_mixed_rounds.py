@@ -1,11 +1,14 @@
 """Mixed rounds: the ORIGINAL participant (xaynet-sdk-python 0.1.0, in its own process) and
 this package's participants in the same rounds of the local coordinator.
 
-For each configuration the rounds go on until one of ours has been a sum participant and one
-of ours an update participant in completed rounds that also aggregated original participants'
-updates. Every published global model must be the scalar-weighted mean of exactly the update
-participants the coordinator accepted (identified by their distinct local models), and both
-kinds of participant must have fetched the same values for it.
+For each configuration the rounds go on until both directions of interoperation were seen
+in completed rounds: one where a Sum2 mask of ours unmasked updates of original participants,
+and one where an original's Sum2 mask unmasked updates of ours (every Sum2 mask accepted in
+that round identical, so the one the coordinator used was that participant's; the Sum2
+senders are recorded by a spy on the coordinator's round state). Every published global
+model must be the scalar-weighted mean of exactly the update participants the coordinator
+accepted (identified by their distinct local models), and both kinds of participant must
+have fetched the same values for it.
 """
 
 from __future__ import annotations
@@ -19,19 +22,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import pytest
-import requests
 
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 from original.runner import OriginalParticipant  # noqa: E402
-from participant_fakes import role  # noqa: E402
 from reference import RefHang, ref_ratio_to_primitive  # noqa: E402
 from round_checks import contribution, match_subset  # noqa: E402
 
 from xaynet_sdk import InternalParticipant, ParticipantABC, spawn_participant  # noqa: E402
-from xaynet_sdk.codec.bincode import RoundParameters  # noqa: E402
 from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
 
 coordinator = pytest.importorskip("xaynet_sdk.coordinator")
@@ -63,41 +63,40 @@ class Fixed(ParticipantABC):
             self.seen.append(global_model)
 
 
-@dataclass
-class RoundWatcher:
-    """Polls the coordinator for each round's parameters (to know our roles afterwards)."""
+class Sum2Spy:
+    """Records (round id, sender pk, mask bytes) of every Sum2 the coordinator accepts."""
 
-    coord: Any
-    params: dict[int, RoundParameters] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, coord: Any) -> None:
+        self.records: list[tuple[int, bytes, bytes]] = []
+        self.lock = threading.Lock()
+        state = coord._state  # the round state behind the pipeline
+        original = state.accept_sum2
 
-    def run(self) -> None:
-        session = requests.Session()
-        while not self.stop.is_set():
-            before = self.coord.round_id
-            try:
-                body = session.get(self.coord.url + "/params", timeout=2).content
-            except requests.RequestException:
-                continue
-            if self.coord.round_id == before and before not in self.params:
-                self.params[before] = RoundParameters.from_bytes(body)
-            self.stop.wait(0.05)
+        def spy(ticket: Any, pk: bytes, payload: Any, *rest: Any) -> None:
+            original(ticket, pk, payload, *rest)  # raises if not accepted
+            with self.lock:
+                self.records.append(
+                    (ticket.round.round_id, bytes(pk), payload.model_mask.to_bytes())
+                )
 
-    def __enter__(self) -> "RoundWatcher":
-        threading.Thread(target=self.run, daemon=True).start()
-        return self
+        state.accept_sum2 = spy
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
+    def unmaskers(self, round_id: int) -> tuple[set[bytes], int]:
+        """The Sum2 senders of a round, and how many distinct masks they sent."""
+        with self.lock:
+            found = [(pk, mask) for r, pk, mask in self.records if r == round_id]
+        return {pk for pk, _ in found}, len({mask for _, mask in found})
 
 
 @dataclass
 class Outcome:
     rounds: int = 0
     completed: int = 0
-    ours_sum_rounds: int = 0
+    #: Completed rounds in which a Sum2 mask of ours unmasked updates of originals (every
+    #: mask of the round identical), and the converse.
+    ours_unmask_theirs: int = 0
+    theirs_unmask_ours: int = 0
     ours_update_rounds: int = 0
-    original_sum_rounds: int = 0
     subsets: list[list[str]] = field(default_factory=list)
 
 
@@ -115,7 +114,7 @@ def run_mixed(
     *,
     model_length: int = 4,
     max_message_size: Optional[int] = None,
-    max_rounds: int = 12,
+    max_rounds: int = 20,
     min_completed: int = 2,
     seed: int = 0,
 ) -> Outcome:
@@ -139,7 +138,8 @@ def run_mixed(
     names = [f"ours{i}" for i in range(N_OURS)] + [f"orig{i}" for i in range(N_ORIGINAL)]
     parts = [contribution(n, v, s, config) for n, v, s in zip(names, values, scalars)]
     outcome = Outcome()
-    with LocalCoordinator(settings) as coord, RoundWatcher(coord) as watcher:
+    with LocalCoordinator(settings) as coord:
+        sum2 = Sum2Spy(coord)
         originals = [
             OriginalParticipant(
                 coord.url,
@@ -163,7 +163,7 @@ def run_mixed(
                 )
                 for i in range(N_OURS)
             ]
-            secrets = [p.xaynet_participant.state.shared.keys.secret for p in ours]
+            our_pks = {p.xaynet_participant.public_key for p in ours}
             deadline = time.monotonic() + 200
             checked = 0
             while time.monotonic() < deadline:
@@ -175,24 +175,24 @@ def run_mixed(
                     model = _model_of_round(coord, record.round_id)
                     subset = match_subset(model, parts, config, size=record.update_count)
                     outcome.subsets.append(subset)
-                    params = watcher.params.get(record.round_id)
-                    assert params is not None, f"round {record.round_id} parameters not seen"
-                    roles = [role(s, params) for s in secrets]
+                    senders, masks = sum2.unmaskers(record.round_id)
+                    assert senders and masks == 1, (record, len(senders), masks)
                     originals_in = any(n.startswith("orig") for n in subset)
-                    if "sum" in roles and originals_in:
-                        outcome.ours_sum_rounds += 1
-                    if any(n.startswith("ours") for n in subset) and originals_in:
+                    ours_in = any(n.startswith("ours") for n in subset)
+                    if senders & our_pks and originals_in:
+                        outcome.ours_unmask_theirs += 1
+                    if senders - our_pks and ours_in:
+                        outcome.theirs_unmask_ours += 1
+                    if ours_in and originals_in:
                         outcome.ours_update_rounds += 1
-                    if "sum" not in roles:
-                        outcome.original_sum_rounds += 1
                 outcome.rounds = len(history)
                 outcome.completed = len(completed)
-                covered = outcome.ours_sum_rounds and outcome.ours_update_rounds
+                covered = outcome.ours_unmask_theirs and outcome.theirs_unmask_ours
                 if (covered and outcome.completed >= min_completed) or len(history) >= max_rounds:
                     break
                 time.sleep(0.2)
             assert outcome.completed >= min_completed, f"{name}: {outcome} {coord.status()}"
-            assert outcome.ours_sum_rounds and outcome.ours_update_rounds, (
+            assert outcome.ours_unmask_theirs and outcome.theirs_unmask_ours, (
                 f"{name}: coverage not reached: {outcome} {coord.status()}"
             )
             time.sleep(1.0)  # let everyone fetch the last model
