@@ -11,6 +11,10 @@
 * :class:`LogCapture`: the ``xaynet_sdk`` log records with their time and thread, to check
   that a problem is logged once per participant rather than once per poll.
 * :class:`SilentServer`: a socket that accepts connections and never answers.
+* :class:`ScriptedCoordinator`: a :class:`participant_fakes.MiniCoordinator` on loopback HTTP
+  whose messages can be refused (a status other than 200 before the coordinator sees them)
+  and whose ``/params`` can stop answering after a number of requests, to hold a participant
+  in a phase.
 * :class:`HostileServer`: a raw loopback HTTP server per path: an answer that drips a byte
   at a time, one that floods (a huge announced ``Content-Length``, or an endless chunked
   body), or a fixed one; it counts what it managed to send and when the client hung up.
@@ -41,10 +45,12 @@ __all__ = [
     "FaultProxy",
     "HostileServer",
     "LogCapture",
+    "ScriptedCoordinator",
     "Request",
     "SilentServer",
     "free_port",
     "max_polls",
+    "wait_until",
 ]
 
 #: The faults a :class:`FaultProxy` can inject.
@@ -429,6 +435,65 @@ class HostileServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ScriptedCoordinator:
+    """A MiniCoordinator on loopback HTTP. ``post_status`` other than 200 refuses messages
+    before the coordinator sees them (counted in ``refused``; the participant keeps them to
+    send again); with ``params_limit`` set, ``/params`` answers 204 after that many."""
+
+    def __init__(self, mini: Any, params_limit: Optional[int] = None) -> None:
+        from participant_fakes import reply, serve
+
+        self.mini = mini
+        self.post_status = 200
+        self.refused = 0
+        self.params_limit = params_limit
+        self.params_served = 0
+
+        def on_get(h: BaseHTTPRequestHandler) -> None:
+            parts = urlsplit(h.path)
+            if parts.path == "/params" and self.params_limit is not None:
+                if self.params_served >= self.params_limit:
+                    reply(h, 204)
+                    return
+                self.params_served += 1
+            status, body = mini.get(parts.path, parts.query)
+            reply(h, status, body)
+
+        def on_post(h: BaseHTTPRequestHandler) -> None:
+            body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+            if self.post_status != 200:
+                self.refused += 1
+                reply(h, self.post_status)
+                return
+            reply(h, mini.post(body))
+
+        self.server = serve(on_get, on_post)
+        self.url: str = self.server.url  # type: ignore[attr-defined]
+
+    def count(self, path: str) -> int:
+        with self.mini.lock:
+            return sum(1 for _, p in self.mini.requests if p == path)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "ScriptedCoordinator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> None:
+    """Poll ``predicate()`` until true; AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout} s")
+        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """States saved by the ORIGINAL participant (the 0.1.0 wheel) in every phase restore into ours.
 
-The original is driven in its own process against a scripted coordinator (a
-:class:`participant_fakes.MiniCoordinator` behind loopback HTTP whose ``POST /message`` can be
-made to fail) until it sits in the wanted phase, then stopped: its ``save()`` bytes are the
-wheel's own, not bytes built from our reading of the layout. Each state is restored into
-this package's participant, which must be in the same phase with the same identity and
-finish what the original started, checked on the coordinator's side:
+The original is driven in its own process against a scripted coordinator
+(:class:`fault_servers.ScriptedCoordinator`: a MiniCoordinator on loopback HTTP whose
+``POST /message`` can be made to fail) until it sits in the wanted phase, then stopped: its
+``save()`` bytes are the wheel's own, not bytes built from our reading of the layout. Each
+state is restored into this package's participant, which must be in the same phase with the
+same identity and finish what the original started, checked on the coordinator's side:
 
 * Awaiting: the same round parameters, no task, nothing sent;
 * Sum and SendingSum: a Sum message under the original's key reaches the coordinator;
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import sys
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -31,8 +29,10 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from fault_servers import ScriptedCoordinator as Scripted  # noqa: E402
+from fault_servers import wait_until  # noqa: E402
 from original.runner import OriginalParticipant  # noqa: E402
-from participant_fakes import MiniCoordinator, reply, serve  # noqa: E402
+from participant_fakes import MiniCoordinator  # noqa: E402
 
 from xaynet_sdk.codec.crypto import EncryptKeyPair, SigningKeyPair, seal  # noqa: E402
 from xaynet_sdk.core import Participant, Task  # noqa: E402
@@ -45,48 +45,6 @@ pytestmark = [pytest.mark.original, pytest.mark.timeout(240)]
 
 MODEL = [0.5, -0.25, 1.0, 0.125]
 TASK_NAMES = {0: "none", 1: "sum", 2: "update"}
-
-
-class Scripted:
-    """A MiniCoordinator on loopback HTTP; ``post_status`` other than 200 refuses messages
-    before the coordinator sees them (the participant keeps them to send again)."""
-
-    def __init__(self, mini: MiniCoordinator) -> None:
-        self.mini = mini
-        self.post_status = 200
-        self.refused = 0
-
-        def on_get(h: BaseHTTPRequestHandler) -> None:
-            parts = urlsplit(h.path)
-            status, body = mini.get(parts.path, parts.query)
-            reply(h, status, body)
-
-        def on_post(h: BaseHTTPRequestHandler) -> None:
-            body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
-            if self.post_status != 200:
-                self.refused += 1
-                reply(h, self.post_status)
-                return
-            reply(h, mini.post(body))
-
-        self.server = serve(on_get, on_post)
-        self.url: str = self.server.url  # type: ignore[attr-defined]
-
-    def count(self, path: str) -> int:
-        with self.mini.lock:
-            return sum(1 for _, p in self.mini.requests if p == path)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout} s")
-        time.sleep(0.05)
 
 
 def phase_name(state: ParticipantState) -> str:
