@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import pytest
@@ -31,7 +31,14 @@ from original.runner import OriginalParticipant  # noqa: E402
 from reference import RefHang, ref_ratio_to_primitive  # noqa: E402
 from round_checks import contribution, match_subset  # noqa: E402
 
-from xaynet_sdk import InternalParticipant, ParticipantABC, spawn_participant  # noqa: E402
+from xaynet_sdk import (  # noqa: E402
+    GlobalModelUnavailable,
+    InternalParticipant,
+    ParticipantABC,
+    UninitializedParticipant,
+    spawn_async_participant,
+    spawn_participant,
+)
 from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
 
 coordinator = pytest.importorskip("xaynet_sdk.coordinator")
@@ -61,6 +68,55 @@ class Fixed(ParticipantABC):
     def on_new_global_model(self, global_model: Optional[Any]) -> None:
         if global_model is not None:
             self.seen.append(global_model)
+
+
+class PullFeeder:
+    """The pull API as an application drives it: an AsyncParticipant with ``numpy=True``,
+    and a thread that on each notification fetches the global model (a numpy array,
+    recorded in ``seen`` as a list) and sets the local model for the round."""
+
+    def __init__(
+        self, url: str, model: Any, scalar: float, max_message_size: Optional[int]
+    ) -> None:
+        self.participant, self.notifier = spawn_async_participant(
+            url, scalar=scalar, numpy=True, max_message_size=max_message_size
+        )
+        self.xaynet_participant = self.participant.xaynet_participant
+        self.model = np.asarray(model)
+        self.seen: list[list[Any]] = []
+        self.arrays: list[np.ndarray] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+        self._thread.start()
+
+    def _feed(self) -> None:
+        while not self._stop.is_set():
+            if not self.notifier.wait(0.1):
+                continue
+            try:
+                model = self.participant.get_global_model()
+                if model is not None:
+                    assert isinstance(model, np.ndarray)
+                    self.arrays.append(model)
+                    self.seen.append(model.tolist())
+                if self.xaynet_participant.round_params.model_length:
+                    self.participant.set_local_model(self.model)
+            except (GlobalModelUnavailable, UninitializedParticipant):
+                pass
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        state = self.participant.stop()
+        self._thread.join(10)
+        return state
+
+
+def seen_by(p: Union[InternalParticipant, PullFeeder]) -> list[Any]:
+    if isinstance(p, PullFeeder):
+        return p.seen
+    user = p.participant
+    assert isinstance(user, Fixed)
+    return user.seen
 
 
 class Sum2Spy:
@@ -97,6 +153,7 @@ class Outcome:
     ours_unmask_theirs: int = 0
     theirs_unmask_ours: int = 0
     ours_update_rounds: int = 0
+    ours0_mixed_rounds: int = 0
     subsets: list[list[str]] = field(default_factory=list)
 
 
@@ -117,7 +174,10 @@ def run_mixed(
     max_rounds: int = 20,
     min_completed: int = 2,
     seed: int = 0,
+    pull: bool = False,
 ) -> Outcome:
+    """With ``pull``, ours0 is an AsyncParticipant (``numpy=True``) fed by :class:`PullFeeder`,
+    and one of its updates must be in a model with updates of originals."""
     config = MaskConfig.from_name(name)
     settings = Settings.for_tests(
         model_length=model_length,
@@ -149,12 +209,14 @@ def run_mixed(
             )
             for i in range(N_ORIGINAL)
         ]
-        ours: list[InternalParticipant] = []
+        ours: list[Union[InternalParticipant, PullFeeder]] = []
         try:
             for op in originals:
                 op.wait_for_event("started", timeout=30)
             ours = [
-                spawn_participant(
+                PullFeeder(coord.url, values[i], scalars[i], max_message_size)
+                if pull and i == 0
+                else spawn_participant(
                     coord.url,
                     Fixed,
                     args=(values[i],),
@@ -185,9 +247,12 @@ def run_mixed(
                         outcome.theirs_unmask_ours += 1
                     if ours_in and originals_in:
                         outcome.ours_update_rounds += 1
+                    if "ours0" in subset and originals_in:
+                        outcome.ours0_mixed_rounds += 1
                 outcome.rounds = len(history)
                 outcome.completed = len(completed)
                 covered = outcome.ours_unmask_theirs and outcome.theirs_unmask_ours
+                covered = covered and (outcome.ours0_mixed_rounds or not pull)
                 if (covered and outcome.completed >= min_completed) or len(history) >= max_rounds:
                     break
                 time.sleep(0.2)
@@ -195,6 +260,12 @@ def run_mixed(
             assert outcome.ours_unmask_theirs and outcome.theirs_unmask_ours, (
                 f"{name}: coverage not reached: {outcome} {coord.status()}"
             )
+            if pull:
+                assert outcome.ours0_mixed_rounds, f"the async participant: {outcome}"
+                feeder = ours[0]
+                assert isinstance(feeder, PullFeeder) and feeder.arrays
+                dtype = np.dtype(config.data_type.numpy_dtype)
+                assert all(a.dtype == dtype and a.shape == (model_length,) for a in feeder.arrays)
             time.sleep(1.0)  # let everyone fetch the last model
             published = [_converted(m, config.data_type.name) for m in coord.global_models]
             for op in originals:
@@ -203,15 +274,11 @@ def run_mixed(
                 for m in fetched:
                     assert m in published, f"original fetched a model nobody published: {m}"
             for p in ours:
-                user = p.participant
-                assert isinstance(user, Fixed)
-                assert user.seen
-                for m in user.seen:
+                assert seen_by(p)
+                for m in seen_by(p):
                     assert m in published
             shared = {tuple(m) for op in originals for m in op.global_models()} & {
-                tuple(m)
-                for p in ours
-                for m in p.participant.seen  # type: ignore[union-attr]
+                tuple(m) for p in ours for m in seen_by(p)
             }
             assert shared, "no global model was seen by both kinds of participant"
             for op in originals:
@@ -242,6 +309,19 @@ def test_mixed_prime_f32_b0_m3_multipart() -> None:
         max_message_size=8192,
     )
     print(f"Prime/F32/B0/M3 (6000 weights, multipart): {outcome}")
+
+
+def test_mixed_with_an_async_numpy_participant() -> None:
+    """ours0 uses the pull API with numpy arrays: its updates are aggregated with the
+    originals', and the arrays it fetched are the published models in its data type."""
+    outcome = run_mixed(
+        "Prime/F32/B0/M3",
+        lambda r: r.uniform(-1, 1, 4).astype(np.float32),
+        [1.0, 0.5, 0.25, 0.75, 1.0],
+        seed=3,
+        pull=True,
+    )
+    print(f"Prime/F32/B0/M3 with a pull participant: {outcome}")
 
 
 def test_mixed_integer_f64_b2_m6() -> None:
