@@ -28,6 +28,7 @@ import logging
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -440,9 +441,12 @@ class HostileServer:
 class ScriptedCoordinator:
     """A MiniCoordinator on loopback HTTP. ``post_status`` other than 200 refuses messages
     before the coordinator sees them (counted in ``refused``; the participant keeps them to
-    send again); with ``params_limit`` set, ``/params`` answers 204 after that many."""
+    send again); with ``params_limit`` set, ``/params`` answers 204 after that many; with
+    ``tls`` (a server context) it speaks HTTPS."""
 
-    def __init__(self, mini: Any, params_limit: Optional[int] = None) -> None:
+    def __init__(
+        self, mini: Any, params_limit: Optional[int] = None, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
         from participant_fakes import reply, serve
 
         self.mini = mini
@@ -471,6 +475,10 @@ class ScriptedCoordinator:
 
         self.server = serve(on_get, on_post)
         self.url: str = self.server.url  # type: ignore[attr-defined]
+        if tls is not None:
+            # The handshake runs on accept, in the server's thread: fine for a few clients.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.url = self.url.replace("http://", "https://")
 
     def count(self, path: str) -> int:
         with self.mini.lock:

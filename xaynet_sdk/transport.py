@@ -658,7 +658,8 @@ class Transport(TransportLike):
                 TlsError(
                     f"TLS with the coordinator at {self.base_url} failed ({_reason(e)}). Check"
                     " that its certificate is valid for this host name; for a private CA pass"
-                    " verify='<path to the CA bundle>'"
+                    " verify='<path to the CA bundle>'; a coordinator that requires a client"
+                    " certificate needs cert='<PEM path>' or ('<cert>', '<key>')"
                 ),
             )
         if isinstance(e, requests.exceptions.Timeout) or _is_read_timeout(e):
