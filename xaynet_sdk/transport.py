@@ -87,8 +87,9 @@ DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)
 DEFAULT_DEADLINE: float = 120.0
 
 #: The hard ceiling of any response body, in bytes, whatever the round parameters allow.
-#: A model of n weights takes about 34 n bytes (F32/F64 with the M3 model type), so the
-#: default fits about 7 million weights; raise it for larger ones.
+#: The cap of a model of n weights is 63 n bytes for Prime/F32/B0/M3 (a real one takes
+#: about 31 n), so the default admits about 4 million weights there; raise it for larger
+#: models.
 DEFAULT_MAX_BODY: int = 256 * 1024 * 1024
 
 #: ``/params`` is 136 bytes (docs/PROTOCOL.md 3.3); trailing bytes are ignored, as bincode
@@ -182,8 +183,8 @@ def body_limits(params: Optional[RoundParameters], max_body: int = DEFAULT_MAX_B
       ``/seeds``; the number of sum participants is bounded by nothing the participant
       sees, so ``/sums`` gets four times that (at least 10,000 entries).
     * ``/model`` is ``model_length`` ratios (3.5, 11.5): each numerator and denominator
-      has at most the bits of an order and an exponent shift of the two configurations;
-      twice that is allowed.
+      has at most the bits of an order and an exponent shift; one and a half times the
+      largest such model is allowed.
 
     Without round parameters (before the first ``/params``) only ``max_body`` applies.
     Every cap is at most ``max_body``.
@@ -200,11 +201,14 @@ def body_limits(params: Optional[RoundParameters], max_body: int = DEFAULT_MAX_B
     counts = max(vect.max_nb_models, unit.max_nb_models)
     sums = 8 + 80 * max(4 * counts, 10_000) + _SLACK
     seeds = 8 + 128 * 2 * counts + _SLACK
-    bits = sum(
-        c.order.bit_length() + c.exp_shift.bit_length() for c in (vect, unit)
-    )  # numerator or denominator of one unmasked weight, generously
+    # An unmasked weight is (n_j - N A E) E' / (E (n' - N A' E')) (docs/PROTOCOL.md 11.5):
+    # numerator and denominator each have at most the bits of an order and an exponent
+    # shift. Half as much again is allowed.
+    bits = max(vect.order.bit_length(), unit.order.bit_length()) + max(
+        vect.exp_shift.bit_length(), unit.exp_shift.bit_length()
+    )
     per_weight = 2 * (9 + 4 * (bits // 32 + 1))
-    model = 8 + 2 * per_weight * params.model_length + _SLACK
+    model = 8 + per_weight * params.model_length * 3 // 2 + _SLACK
     return BodyLimits(
         params=min(PARAMS_BODY_LIMIT, max_body),
         sums=min(sums, max_body),
@@ -250,6 +254,7 @@ class _InFlight:
     def finish(self) -> None:
         with self.lock:
             self.done = True
+            self.conns = []  # the watchdog's heap keeps the record until its deadline
 
 
 def _shut(conn: Any) -> None:
