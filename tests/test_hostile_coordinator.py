@@ -36,6 +36,7 @@ from xaynet_sdk.codec.bincode import RoundParameters, encode_model  # noqa: E402
 from xaynet_sdk.exceptions import GlobalModelUnavailable  # noqa: E402
 from xaynet_sdk.mask.config import MaskConfigPair, all_configs  # noqa: E402
 from xaynet_sdk.transport import (  # noqa: E402
+    DEFAULT_DEADLINE,
     DEFAULT_MAX_BODY,
     BodyTooLarge,
     RequestTimedOut,
@@ -292,6 +293,10 @@ def test_a_body_one_byte_over_the_cap_is_refused_and_one_at_it_accepted() -> Non
 
 
 def test_deadline_and_max_body_are_checked() -> None:
+    assert Transport("http://h:1").deadline == DEFAULT_DEADLINE == 120.0
+    # Timeouts raised for a slow link are never cut shorter by the default deadline.
+    assert Transport("http://h:1", timeout=(10, 300)).deadline == 310.0
+    assert Transport("http://h:1", timeout=0.3, deadline=2).deadline == 2.0
     with pytest.raises(ValueError, match="deadline"):
         Transport("http://h:1", deadline=0)
     with pytest.raises(TypeError, match="deadline"):

@@ -424,7 +424,8 @@ class Transport(TransportLike):
 
     ``timeout`` is seconds, or ``(connect, read)`` seconds: the connect timeout and the
     longest wait for any bytes. ``deadline`` is seconds for a whole request (connect, send
-    and the whole response; :data:`DEFAULT_DEADLINE`). ``max_body`` is the most bytes any
+    and the whole response; by default :data:`DEFAULT_DEADLINE`, or the two timeouts
+    together if that is longer). ``max_body`` is the most bytes any
     response body may have (:data:`DEFAULT_MAX_BODY`); below it each endpoint has the cap of
     :func:`body_limits` for the last round parameters seen. ``verify`` is True
     (system/certifi trust), False (no verification: only for tests), or the path of a CA
@@ -439,7 +440,7 @@ class Transport(TransportLike):
         base_url: str,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        deadline: float = DEFAULT_DEADLINE,
+        deadline: Optional[float] = None,
         max_body: int = DEFAULT_MAX_BODY,
         verify: Verify = True,
         cert: Cert = None,
@@ -447,6 +448,10 @@ class Transport(TransportLike):
     ) -> None:
         self.base_url = check_url(base_url)
         self.timeout = _check_timeout(timeout)
+        if deadline is None:
+            # A user who raised the timeouts for a slow link must not be cut shorter.
+            connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout,) * 2
+            deadline = max(DEFAULT_DEADLINE, connect + read)
         self.deadline = _check_deadline(deadline)
         self.max_body = _check_max_body(max_body)
         self._parts = urlsplit(self.base_url)
