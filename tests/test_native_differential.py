@@ -716,13 +716,11 @@ def test_every_config_round_trips_and_unmasks_like_reference(config: MaskConfig)
     assert got == expected
     a = Fraction(config.add_shift)
     clamped = [min(Fraction(s), a) for s in _EVERY_SCALARS]
-    s_total = sum(clamped)
+    s_total = sum(clamped, Fraction(0))
     e = Fraction(1, config.exp_shift)
     for j in range(_EVERY_N):
-        mean = (
-            sum(min(max(s * Fraction(float(m[j])), -a), a) for s, m in zip(clamped, models))
-            / s_total
-        )
+        weighted = (min(max(s * Fraction(float(m[j])), -a), a) for s, m in zip(clamped, models))
+        mean = sum(weighted, Fraction(0)) / s_total
         assert abs(got[j] - mean) <= (abs(mean) * k * e + k * e) / (s_total - k * e)
     fast = aggregation.unmask_to_bincode(mask)
     if fast is not None:
