@@ -11,15 +11,24 @@
 * :class:`LogCapture`: the ``xaynet_sdk`` log records with their time and thread, to check
   that a problem is logged once per participant rather than once per poll.
 * :class:`SilentServer`: a socket that accepts connections and never answers.
+* :class:`ScriptedCoordinator`: a :class:`participant_fakes.MiniCoordinator` on loopback HTTP
+  whose messages can be refused (a status other than 200 before the coordinator sees them)
+  and whose ``/params`` can stop answering after a number of requests, to hold a participant
+  in a phase.
+* :class:`HostileServer`: a raw loopback HTTP server per path: an answer that drips a byte
+  at a time, one that floods (a huge announced ``Content-Length``, or an endless chunked
+  body), or a fixed one; it counts what it managed to send and when the client hung up.
 """
 
 from __future__ import annotations
 
 import http.client
+import itertools
 import logging
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -29,19 +38,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-import requests
-
-from xaynet_sdk.transport import Transport
+from xaynet_sdk.transport import Reply, Transport
 
 __all__ = [
     "FAULTS",
     "CountingTransport",
     "FaultProxy",
+    "HostileServer",
     "LogCapture",
+    "ScriptedCoordinator",
     "Request",
     "SilentServer",
     "free_port",
     "max_polls",
+    "wait_until",
 ]
 
 #: The faults a :class:`FaultProxy` can inject.
@@ -284,6 +294,216 @@ class SilentServer:
         self.close()
 
 
+@dataclass
+class Connection:
+    """One request a :class:`HostileServer` served: what it sent, and when it ended."""
+
+    path: str
+    start: float
+    sent: int = 0
+    #: When a send failed or the client closed (None while the server is still sending).
+    ended: Optional[float] = None
+
+
+class HostileServer:
+    """A raw HTTP/1.1 server on loopback whose answer depends on the path.
+
+    ``routes`` maps a path (without query) to a behaviour: ``("fixed", body)``, ``("drip",
+    interval)`` (200 with ``Content-Length: 136``, then one body byte per interval),
+    ``("drip_headers", interval)`` (the status line, then one header byte per interval),
+    ``("flood", announced)`` (``Content-Length: announced`` then zeros as fast as the
+    client reads), ``("chunked", None)`` (an endless chunked body of zeros). Anything
+    else answers 204. A flood stops sending after ``flood_limit`` bytes and then holds the
+    connection open, so that a client that buffers everything is bounded too (and fails
+    its memory check) rather than taking the machine's memory.
+    """
+
+    def __init__(self, routes: dict[str, tuple[str, Any]], flood_limit: int = 512 << 20) -> None:
+        self.routes = routes
+        self.flood_limit = flood_limit
+        self.connections: list[Connection] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        """Requests on one connection, kept alive after a fixed or empty answer."""
+        with conn:
+            buffer = b""
+            while not self._stop.is_set():
+                while b"\r\n\r\n" not in buffer:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                target = head.split(b" ", 2)[1].decode("latin-1")
+                record = Connection(urlsplit(target).path, time.monotonic())
+                with self._lock:
+                    self.connections.append(record)
+                kind, arg = self.routes.get(record.path, ("none", None))
+                try:
+                    self._answer(conn, record, kind, arg)
+                except OSError:
+                    return  # the client hung up: what the tests look for
+                finally:
+                    record.ended = time.monotonic()
+                if kind not in ("fixed", "none"):
+                    return
+
+    def _send(self, conn: socket.socket, record: Connection, data: bytes) -> None:
+        conn.sendall(data)
+        record.sent += len(data)
+
+    def _answer(self, conn: socket.socket, record: Connection, kind: str, arg: Any) -> None:
+        if kind == "fixed":
+            body = bytes(arg)
+            self._send(conn, record, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            self._send(conn, record, body)
+        elif kind == "drip":
+            # A plausible length (that of round parameters), delivered one byte at a time.
+            self._send(conn, record, b"HTTP/1.1 200 OK\r\nContent-Length: 136\r\n\r\n")
+            for _ in range(136):
+                if self._stop.wait(float(arg)):
+                    return
+                self._send(conn, record, b"x")
+            self._hold(conn)
+        elif kind == "drip_headers":
+            self._send(conn, record, b"HTTP/1.1 200 OK\r\n")
+            for byte in itertools.cycle(b"X-Drip: 1\r\n"):
+                if self._stop.wait(float(arg)):
+                    return
+                self._send(conn, record, bytes([byte]))
+        elif kind == "flood":
+            self._send(conn, record, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % arg)
+            self._flood(conn, record, b"\0" * 65536)
+        elif kind == "chunked":
+            self._send(conn, record, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            self._flood(conn, record, b"10000\r\n" + b"\0" * 65536 + b"\r\n")
+        else:
+            self._send(conn, record, b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    def _flood(self, conn: socket.socket, record: Connection, block: bytes) -> None:
+        while not self._stop.is_set() and record.sent < self.flood_limit:
+            self._send(conn, record, block)
+        self._hold(conn)
+
+    def _hold(self, conn: socket.socket) -> None:
+        """Keep the connection until the client closes it (or the server stops)."""
+        conn.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                if not conn.recv(65536):
+                    return
+            except TimeoutError:
+                continue
+
+    def on(self, path: str) -> list[Connection]:
+        with self._lock:
+            return [c for c in self.connections if c.path == path]
+
+    def wait_for(self, path: str, count: int = 1, timeout: float = 30.0) -> list[Connection]:
+        """The connections to ``path`` once there are ``count``; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.on(path)
+            if len(found) >= count:
+                return found
+            time.sleep(0.01)
+        raise AssertionError(f"{count} connections to {path} not seen within {timeout} s")
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+    def __enter__(self) -> "HostileServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ScriptedCoordinator:
+    """A MiniCoordinator on loopback HTTP. ``post_status`` other than 200 refuses messages
+    before the coordinator sees them (counted in ``refused``; the participant keeps them to
+    send again); with ``params_limit`` set, ``/params`` answers 204 after that many; with
+    ``tls`` (a server context) it speaks HTTPS."""
+
+    def __init__(
+        self, mini: Any, params_limit: Optional[int] = None, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
+        from participant_fakes import reply, serve
+
+        self.mini = mini
+        self.post_status = 200
+        self.refused = 0
+        self.params_limit = params_limit
+        self.params_served = 0
+
+        def on_get(h: BaseHTTPRequestHandler) -> None:
+            parts = urlsplit(h.path)
+            if parts.path == "/params" and self.params_limit is not None:
+                if self.params_served >= self.params_limit:
+                    reply(h, 204)
+                    return
+                self.params_served += 1
+            status, body = mini.get(parts.path, parts.query)
+            reply(h, status, body)
+
+        def on_post(h: BaseHTTPRequestHandler) -> None:
+            body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+            if self.post_status != 200:
+                self.refused += 1
+                reply(h, self.post_status)
+                return
+            reply(h, mini.post(body))
+
+        self.server = serve(on_get, on_post)
+        self.url: str = self.server.url  # type: ignore[attr-defined]
+        if tls is not None:
+            # The handshake runs on accept, in the server's thread: fine for a few clients.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.url = self.url.replace("http://", "https://")
+
+    def count(self, path: str) -> int:
+        with self.mini.lock:
+            return sum(1 for _, p in self.mini.requests if p == path)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "ScriptedCoordinator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> None:
+    """Poll ``predicate()`` until true; AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout} s")
+        time.sleep(0.02)
+
+
 # ---------------------------------------------------------------------------------------------
 # Counting on the participant's side
 # ---------------------------------------------------------------------------------------------
@@ -306,9 +526,7 @@ class CountingTransport(Transport):
         self.records: list[Request] = []
         self._records_lock = threading.Lock()
 
-    def _send(
-        self, endpoint: str, method: str, url: str, body: Optional[bytes]
-    ) -> requests.Response:
+    def _send(self, endpoint: str, method: str, url: str, body: Optional[bytes]) -> Reply:
         start = time.monotonic()
         outcome = "?"
         try:

@@ -8,12 +8,14 @@ and a clean stop.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable, Optional, TypeVar
 
 import numpy as np
 import pytest
@@ -114,7 +116,8 @@ def test_failed_rounds_restart_and_keep_the_model(
             client.post(s.sealed(params, s.sum_payload(params)))
         coord.wait_for_round(4, 5)
         client.close()
-    assert 0.3 < elapsed < 2.0
+    # It failed by its own timeout (0.4 s), not at once; the upper bound is for a loaded machine.
+    assert 0.3 < elapsed < 5.0
     history = coord.history
     assert [h.completed for h in history] == [True, False, False]
     assert "Sum phase timed out" in (history[1].failure or "")
@@ -220,13 +223,26 @@ def test_a_sum_participant_that_disappears(local_coordinator) -> None:  # type: 
     coord.wait_for_phase(Phase.SUM2, 10, 2)
     start = time.monotonic()
     coord.wait_for_round(3, 10)
-    assert time.monotonic() - start < 0.5 + 1.0  # max_sum2_time, plus slack
+    assert time.monotonic() - start < 0.5 + 5.0  # max_sum2_time, plus a loaded machine's slack
     assert "Sum2 phase timed out" in (coord.history[-1].failure or "")
     client.close()
     run_round(coord)
 
 
 # ----------------------------------------------------------------------------- the races of 13.3
+
+
+T = TypeVar("T")
+
+
+def _spin(fetch: Callable[[], Optional[T]], timeout: float = 30.0) -> T:
+    """``fetch()`` again and again without sleeping until it gives something; fails after
+    ``timeout`` seconds (a coordinator that never publishes must not hang the suite)."""
+    deadline = time.monotonic() + timeout
+    while (value := fetch()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing published within {timeout} s")
+    return value
 
 
 def test_no_update_or_sum2_is_lost_at_publication(local_coordinator) -> None:  # type: ignore[no-untyped-def]
@@ -250,8 +266,7 @@ def test_no_update_or_sum2_is_lost_at_publication(local_coordinator) -> None:  #
         ) -> None:
             try:
                 c = RawClient(coord.url)
-                while (sums := c.sums()) is None:
-                    pass  # no sleep: hit the publication as early as possible
+                sums = _spin(c.sums)  # no sleep: hit the publication as early as possible
                 assert c.post(u.sealed(params, u.update_payload(params, sums, [0.25] * 4))) == 200
                 c.close()
             except BaseException as e:  # noqa: BLE001
@@ -265,8 +280,7 @@ def test_no_update_or_sum2_is_lost_at_publication(local_coordinator) -> None:  #
         assert client.post(summer.sealed(params, summer.sum_payload(params))) == 200
         for t in threads:
             t.join(20)
-        while (seeds := client.seeds(summer.pk)) is None:
-            pass
+        seeds = _spin(functools.partial(client.seeds, summer.pk))
         assert client.post(summer.sealed(params, summer.sum2_payload(params, seeds))) == 200
         coord.wait_for_round(round_id + 1, 10)
         client.close()
@@ -377,7 +391,7 @@ def test_stop_joins_every_thread_and_frees_the_port() -> None:
     start = time.monotonic()
     coord.stop()
     coord.stop()  # idempotent
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 10
     assert len(_coordinator_threads()) == before
     assert coord.phase is Phase.STOPPED
     with pytest.raises(RuntimeError):

@@ -1,11 +1,14 @@
 """Mixed rounds: the ORIGINAL participant (xaynet-sdk-python 0.1.0, in its own process) and
 this package's participants in the same rounds of the local coordinator.
 
-For each configuration the rounds go on until one of ours has been a sum participant and one
-of ours an update participant in completed rounds that also aggregated original participants'
-updates. Every published global model must be the scalar-weighted mean of exactly the update
-participants the coordinator accepted (identified by their distinct local models), and both
-kinds of participant must have fetched the same values for it.
+For each configuration the rounds go on until both directions of interoperation were seen
+in completed rounds: one where a Sum2 mask of ours unmasked updates of original participants,
+and one where an original's Sum2 mask unmasked updates of ours (every Sum2 mask accepted in
+that round identical, so the one the coordinator used was that participant's; the Sum2
+senders are recorded by a spy on the coordinator's round state). Every published global
+model must be the scalar-weighted mean of exactly the update participants the coordinator
+accepted (identified by their distinct local models), and both kinds of participant must
+have fetched the same values for it.
 """
 
 from __future__ import annotations
@@ -15,23 +18,27 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import pytest
-import requests
 
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 from original.runner import OriginalParticipant  # noqa: E402
-from participant_fakes import role  # noqa: E402
 from reference import RefHang, ref_ratio_to_primitive  # noqa: E402
 from round_checks import contribution, match_subset  # noqa: E402
 
-from xaynet_sdk import InternalParticipant, ParticipantABC, spawn_participant  # noqa: E402
-from xaynet_sdk.codec.bincode import RoundParameters  # noqa: E402
+from xaynet_sdk import (  # noqa: E402
+    GlobalModelUnavailable,
+    InternalParticipant,
+    ParticipantABC,
+    UninitializedParticipant,
+    spawn_async_participant,
+    spawn_participant,
+)
 from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
 
 coordinator = pytest.importorskip("xaynet_sdk.coordinator")
@@ -63,41 +70,90 @@ class Fixed(ParticipantABC):
             self.seen.append(global_model)
 
 
-@dataclass
-class RoundWatcher:
-    """Polls the coordinator for each round's parameters (to know our roles afterwards)."""
+class PullFeeder:
+    """The pull API as an application drives it: an AsyncParticipant with ``numpy=True``,
+    and a thread that on each notification fetches the global model (a numpy array,
+    recorded in ``seen`` as a list) and sets the local model for the round."""
 
-    coord: Any
-    params: dict[int, RoundParameters] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
+    def __init__(
+        self, url: str, model: Any, scalar: float, max_message_size: Optional[int]
+    ) -> None:
+        self.participant, self.notifier = spawn_async_participant(
+            url, scalar=scalar, numpy=True, max_message_size=max_message_size
+        )
+        self.xaynet_participant = self.participant.xaynet_participant
+        self.model = np.asarray(model)
+        self.seen: list[list[Any]] = []
+        self.arrays: list[np.ndarray] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+        self._thread.start()
 
-    def run(self) -> None:
-        session = requests.Session()
-        while not self.stop.is_set():
-            before = self.coord.round_id
-            try:
-                body = session.get(self.coord.url + "/params", timeout=2).content
-            except requests.RequestException:
+    def _feed(self) -> None:
+        while not self._stop.is_set():
+            if not self.notifier.wait(0.1):
                 continue
-            if self.coord.round_id == before and before not in self.params:
-                self.params[before] = RoundParameters.from_bytes(body)
-            self.stop.wait(0.05)
+            try:
+                model = self.participant.get_global_model()
+                if model is not None:
+                    assert isinstance(model, np.ndarray)
+                    self.arrays.append(model)
+                    self.seen.append(model.tolist())
+                if self.xaynet_participant.round_params.model_length:
+                    self.participant.set_local_model(self.model)
+            except (GlobalModelUnavailable, UninitializedParticipant):
+                pass
 
-    def __enter__(self) -> "RoundWatcher":
-        threading.Thread(target=self.run, daemon=True).start()
-        return self
+    def stop(self) -> list[int]:
+        self._stop.set()
+        state = self.participant.stop()
+        self._thread.join(10)
+        return state
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
+
+def seen_by(p: Union[InternalParticipant, PullFeeder]) -> list[Any]:
+    if isinstance(p, PullFeeder):
+        return p.seen
+    user = p.participant
+    assert isinstance(user, Fixed)
+    return user.seen
+
+
+class Sum2Spy:
+    """Records (round id, sender pk, mask bytes) of every Sum2 the coordinator accepts."""
+
+    def __init__(self, coord: Any) -> None:
+        self.records: list[tuple[int, bytes, bytes]] = []
+        self.lock = threading.Lock()
+        state = coord._state  # the round state behind the pipeline
+        original = state.accept_sum2
+
+        def spy(ticket: Any, pk: bytes, payload: Any, *rest: Any) -> None:
+            original(ticket, pk, payload, *rest)  # raises if not accepted
+            with self.lock:
+                self.records.append(
+                    (ticket.round.round_id, bytes(pk), payload.model_mask.to_bytes())
+                )
+
+        state.accept_sum2 = spy
+
+    def unmaskers(self, round_id: int) -> tuple[set[bytes], int]:
+        """The Sum2 senders of a round, and how many distinct masks they sent."""
+        with self.lock:
+            found = [(pk, mask) for r, pk, mask in self.records if r == round_id]
+        return {pk for pk, _ in found}, len({mask for _, mask in found})
 
 
 @dataclass
 class Outcome:
     rounds: int = 0
     completed: int = 0
-    ours_sum_rounds: int = 0
+    #: Completed rounds in which a Sum2 mask of ours unmasked updates of originals (every
+    #: mask of the round identical), and the converse.
+    ours_unmask_theirs: int = 0
+    theirs_unmask_ours: int = 0
     ours_update_rounds: int = 0
-    original_sum_rounds: int = 0
+    ours0_mixed_rounds: int = 0
     subsets: list[list[str]] = field(default_factory=list)
 
 
@@ -115,10 +171,13 @@ def run_mixed(
     *,
     model_length: int = 4,
     max_message_size: Optional[int] = None,
-    max_rounds: int = 12,
+    max_rounds: int = 20,
     min_completed: int = 2,
     seed: int = 0,
+    pull: bool = False,
 ) -> Outcome:
+    """With ``pull``, ours0 is an AsyncParticipant (``numpy=True``) fed by :class:`PullFeeder`,
+    and one of its updates must be in a model with updates of originals."""
     config = MaskConfig.from_name(name)
     settings = Settings.for_tests(
         model_length=model_length,
@@ -139,7 +198,8 @@ def run_mixed(
     names = [f"ours{i}" for i in range(N_OURS)] + [f"orig{i}" for i in range(N_ORIGINAL)]
     parts = [contribution(n, v, s, config) for n, v, s in zip(names, values, scalars)]
     outcome = Outcome()
-    with LocalCoordinator(settings) as coord, RoundWatcher(coord) as watcher:
+    with LocalCoordinator(settings) as coord:
+        sum2 = Sum2Spy(coord)
         originals = [
             OriginalParticipant(
                 coord.url,
@@ -149,12 +209,14 @@ def run_mixed(
             )
             for i in range(N_ORIGINAL)
         ]
-        ours: list[InternalParticipant] = []
+        ours: list[Union[InternalParticipant, PullFeeder]] = []
         try:
             for op in originals:
                 op.wait_for_event("started", timeout=30)
             ours = [
-                spawn_participant(
+                PullFeeder(coord.url, values[i], scalars[i], max_message_size)
+                if pull and i == 0
+                else spawn_participant(
                     coord.url,
                     Fixed,
                     args=(values[i],),
@@ -163,7 +225,7 @@ def run_mixed(
                 )
                 for i in range(N_OURS)
             ]
-            secrets = [p.xaynet_participant.state.shared.keys.secret for p in ours]
+            our_pks = {p.xaynet_participant.public_key for p in ours}
             deadline = time.monotonic() + 200
             checked = 0
             while time.monotonic() < deadline:
@@ -175,26 +237,35 @@ def run_mixed(
                     model = _model_of_round(coord, record.round_id)
                     subset = match_subset(model, parts, config, size=record.update_count)
                     outcome.subsets.append(subset)
-                    params = watcher.params.get(record.round_id)
-                    assert params is not None, f"round {record.round_id} parameters not seen"
-                    roles = [role(s, params) for s in secrets]
+                    senders, masks = sum2.unmaskers(record.round_id)
+                    assert senders and masks == 1, (record, len(senders), masks)
                     originals_in = any(n.startswith("orig") for n in subset)
-                    if "sum" in roles and originals_in:
-                        outcome.ours_sum_rounds += 1
-                    if any(n.startswith("ours") for n in subset) and originals_in:
+                    ours_in = any(n.startswith("ours") for n in subset)
+                    if senders & our_pks and originals_in:
+                        outcome.ours_unmask_theirs += 1
+                    if senders - our_pks and ours_in:
+                        outcome.theirs_unmask_ours += 1
+                    if ours_in and originals_in:
                         outcome.ours_update_rounds += 1
-                    if "sum" not in roles:
-                        outcome.original_sum_rounds += 1
+                    if "ours0" in subset and originals_in:
+                        outcome.ours0_mixed_rounds += 1
                 outcome.rounds = len(history)
                 outcome.completed = len(completed)
-                covered = outcome.ours_sum_rounds and outcome.ours_update_rounds
+                covered = outcome.ours_unmask_theirs and outcome.theirs_unmask_ours
+                covered = covered and (outcome.ours0_mixed_rounds or not pull)
                 if (covered and outcome.completed >= min_completed) or len(history) >= max_rounds:
                     break
                 time.sleep(0.2)
             assert outcome.completed >= min_completed, f"{name}: {outcome} {coord.status()}"
-            assert outcome.ours_sum_rounds and outcome.ours_update_rounds, (
+            assert outcome.ours_unmask_theirs and outcome.theirs_unmask_ours, (
                 f"{name}: coverage not reached: {outcome} {coord.status()}"
             )
+            if pull:
+                assert outcome.ours0_mixed_rounds, f"the async participant: {outcome}"
+                feeder = ours[0]
+                assert isinstance(feeder, PullFeeder) and feeder.arrays
+                dtype = np.dtype(config.data_type.numpy_dtype)
+                assert all(a.dtype == dtype and a.shape == (model_length,) for a in feeder.arrays)
             time.sleep(1.0)  # let everyone fetch the last model
             published = [_converted(m, config.data_type.name) for m in coord.global_models]
             for op in originals:
@@ -203,15 +274,11 @@ def run_mixed(
                 for m in fetched:
                     assert m in published, f"original fetched a model nobody published: {m}"
             for p in ours:
-                user = p.participant
-                assert isinstance(user, Fixed)
-                assert user.seen
-                for m in user.seen:
+                assert seen_by(p)
+                for m in seen_by(p):
                     assert m in published
             shared = {tuple(m) for op in originals for m in op.global_models()} & {
-                tuple(m)
-                for p in ours
-                for m in p.participant.seen  # type: ignore[union-attr]
+                tuple(m) for p in ours for m in seen_by(p)
             }
             assert shared, "no global model was seen by both kinds of participant"
             for op in originals:
@@ -242,6 +309,19 @@ def test_mixed_prime_f32_b0_m3_multipart() -> None:
         max_message_size=8192,
     )
     print(f"Prime/F32/B0/M3 (6000 weights, multipart): {outcome}")
+
+
+def test_mixed_with_an_async_numpy_participant() -> None:
+    """ours0 uses the pull API with numpy arrays: its updates are aggregated with the
+    originals', and the arrays it fetched are the published models in its data type."""
+    outcome = run_mixed(
+        "Prime/F32/B0/M3",
+        lambda r: r.uniform(-1, 1, 4).astype(np.float32),
+        [1.0, 0.5, 0.25, 0.75, 1.0],
+        seed=3,
+        pull=True,
+    )
+    print(f"Prime/F32/B0/M3 with a pull participant: {outcome}")
 
 
 def test_mixed_integer_f64_b2_m6() -> None:

@@ -633,3 +633,95 @@ def test_unmask_to_bincode_equals_the_exact_path(
         assert fast == encode_model((f.numerator, f.denominator) for f in exact)
     if vect.name == "Prime/F32/B0/M3" and k == 1:
         assert fast is not None  # the common case must take the fast path
+
+
+# ------------------------------------------------------------------------------------------
+# Once per configuration, deterministic: derivation, summing, unmasking and the round trip
+# over all 240 configurations (the property tests above sample about 60 of them per run).
+# ------------------------------------------------------------------------------------------
+
+#: Weights exact in every data type, within every bound (B0 = 1 after the scalar).
+_EVERY_N = 5
+_EVERY_SCALARS = (1.0, 0.5, 1 / 3)
+
+
+def _every_case(config: MaskConfig) -> tuple[list[bytes], list[np.ndarray]]:
+    """Three mask seeds and three local models, fixed by the configuration's index."""
+    index = CONFIGS.index(config)
+    mask_seeds = [bytes([index & 0xFF, j, 0x5A]) * 10 + bytes([j, index >> 8]) for j in range(3)]
+    if config.data_type.is_float:
+        rows = [
+            [0.5, -0.25, 1.0, -1.0, 0.0],
+            [-0.75, 0.125, 0.0, 1.0, -0.5],
+            [1.0, 1.0, -1.0, 0.25, 0.0],
+        ]
+    else:
+        rows = [[1, -1, 0, 1, 0], [0, 1, -1, -1, 1], [1, 0, 1, 0, -1]]
+    models = [np.array(r, dtype=config.data_type.numpy_dtype) for r in rows]
+    return mask_seeds, models
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_every_config_derives_masks_like_reference(config: MaskConfig) -> None:
+    mask_seeds, _ = _every_case(config)
+    pair = MaskConfigPair.single(config)
+    for seed in mask_seeds:
+        got = derive_mask(seed, _EVERY_N, pair)
+        assert (limbs_to_ints(got.vect.data), got.unit.value) == ref_derive_mask(
+            seed, _EVERY_N, config, config
+        )
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_every_config_sums_masks_like_reference(config: MaskConfig) -> None:
+    mask_seeds, _ = _every_case(config)
+    pair = MaskConfigPair.single(config)
+    expected = ref_aggregate(
+        [ref_derive_mask(s, _EVERY_N, config, config) for s in mask_seeds], config, config
+    )
+    for threads in (1, 2):
+        got = sum_masks(mask_seeds, _EVERY_N, pair, threads=threads)
+        assert (limbs_to_ints(got.vect.data), got.unit.value) == expected
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_every_config_round_trips_and_unmasks_like_reference(config: MaskConfig) -> None:
+    """Mask three models, aggregate, unmask with the summed masks: the reference's exact
+    global model, the scalar-weighted mean within the configuration's precision, and the
+    same bytes on the fast bincode path when it applies."""
+    from xaynet_sdk.codec.bincode import encode_model
+
+    mask_seeds, models = _every_case(config)
+    pair = MaskConfigPair.single(config)
+    aggregation = Aggregation(pair, _EVERY_N)
+    ref_masked = []
+    for seed, model, s in zip(mask_seeds, models, _EVERY_SCALARS):
+        masked = mask_model(seed, pair, s, model)
+        aggregation.validate(masked)
+        aggregation.aggregate(masked)
+        ref_masked.append(
+            ref_mask(seed, config, config, s, ref_from_primitives(model.tolist(), config.data_type))
+        )
+    mask = sum_masks(mask_seeds, _EVERY_N, pair)
+    got = aggregation.unmask(mask)
+    ref_masks = [ref_derive_mask(s, _EVERY_N, config, config) for s in mask_seeds]
+    k = len(mask_seeds)
+    expected = ref_unmask(
+        ref_aggregate(ref_masked, config, config),
+        ref_aggregate(ref_masks, config, config),
+        k,
+        config,
+        config,
+    )
+    assert got == expected
+    a = Fraction(config.add_shift)
+    clamped = [min(Fraction(s), a) for s in _EVERY_SCALARS]
+    s_total = sum(clamped, Fraction(0))
+    e = Fraction(1, config.exp_shift)
+    for j in range(_EVERY_N):
+        weighted = (min(max(s * Fraction(float(m[j])), -a), a) for s, m in zip(clamped, models))
+        mean = sum(weighted, Fraction(0)) / s_total
+        assert abs(got[j] - mean) <= (abs(mean) * k * e + k * e) / (s_total - k * e)
+    fast = aggregation.unmask_to_bincode(mask)
+    if fast is not None:
+        assert fast == encode_model((f.numerator, f.denominator) for f in got)

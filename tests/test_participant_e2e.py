@@ -169,8 +169,18 @@ def test_multipart_round_with_a_large_model() -> None:
 
 
 def test_stop_and_restore_keeps_identity_and_takes_part_again() -> None:
+    """The restored participant trains a model of its own ("p0 restored"), distinct from every
+    other: a later global model that is exactly the mean of a subset containing it proves
+    that an update signed with the restored key was accepted and aggregated."""
+    config = MaskConfig.from_name("Prime/F32/B0/M3")
     settings = _settings(model_length=4, min_update_count=1, insecure_min_counts=True)
-    locals_ = [[0.1 * i, -0.2, 0.3, 0.4] for i in range(5)]
+    # Random models: no two subsets share a mean (an arithmetic series would: {0, 2, 4} and
+    # {1, 2, 3}).
+    rng = np.random.default_rng(19)
+    locals_ = [rng.uniform(-1, 1, 4).astype(np.float32).tolist() for _ in range(5)]
+    restored_model = rng.uniform(-1, 1, 4).astype(np.float32).tolist()
+    parts = [contribution(f"p{i}", m, 1.0, config) for i, m in enumerate(locals_)]
+    parts.append(contribution("p0 restored", restored_model, 1.0, config))
     with LocalCoordinator(settings) as coord:
         ps = [spawn_participant(coord.url, Fixed, args=(m,)) for m in locals_]
         try:
@@ -178,10 +188,24 @@ def test_stop_and_restore_keeps_identity_and_takes_part_again() -> None:
             key = ps[0].xaynet_participant.public_key
             state = ps[0].stop()
             time.sleep(0.3)
-            ps[0] = spawn_participant(coord.url, Fixed, args=(locals_[0],), state=state)
+            ps[0] = spawn_participant(coord.url, Fixed, args=(restored_model,), state=state)
             assert ps[0].xaynet_participant.public_key == key
-            coord.wait_for_global_models(2, timeout=60)
+            restored_at = time.monotonic()
+            # p0 is an update participant of a round with probability 0.63: 20 rounds
+            # without it happen once in 10^8 runs.
+            found: list[str] = []
+            for n in range(2, 22):
+                coord.wait_for_global_models(n, timeout=60)
+                models = coord.global_models
+                completed = [r for r in coord.history if r.completed]
+                for model, record in zip(models, completed):
+                    if record.started > restored_at:
+                        found = match_subset(model, parts, config, size=record.update_count)
+                        if "p0 restored" in found:
+                            break
+                if "p0 restored" in found:
+                    break
         finally:
             for p in ps:
                 p.stop()
-        assert coord.stats["rejected_total"] >= 0
+    assert "p0 restored" in found, "no global model after the restore contains its update"

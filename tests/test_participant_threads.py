@@ -281,14 +281,14 @@ def test_a_hung_coordinator_does_not_hang_the_participant(
         assert p.is_alive()
         start = time.monotonic()
         state = p.stop()
-        assert time.monotonic() - start < 0.5
+        assert time.monotonic() - start < 2.5  # a loaded machine
         assert isinstance(state, list)
         ap, _ = spawn_async_participant(url, timeout=0.2)
         time.sleep(0.5)
         start = time.monotonic()
         with pytest.raises(xaynet_sdk.GlobalModelUnavailable):
             ap.get_global_model()
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 5.0  # the 0.2 s timeout; without it, never
         ap.stop()
         time.sleep(0.5)  # the abandoned ticks end quietly
         assert not any("unrecoverable" in r.getMessage() for r in caplog.records)

@@ -112,7 +112,7 @@ def test_a_global_model_without_a_value_raises_at_once(
         start = time.monotonic()
         with pytest.raises(GlobalModelDataTypeMisMatch, match=detail) as e:
             p.global_model()
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 5.0  # a loaded machine
         assert "weight 1" in str(e.value)
         assert not p.new_global_model()  # it was fetched: cleared, as in the original
         p.tick()  # and the participant goes on
@@ -239,7 +239,7 @@ def test_a_coordinator_that_never_answers(logs: LogCapture) -> None:
             assert participant.is_alive()
             stop_start = time.monotonic()
             assert isinstance(participant.stop(), list)
-            assert time.monotonic() - stop_start < 0.5  # never waits for the network
+            assert time.monotonic() - stop_start < 2.5  # never waits for the network
         finally:
             if not participant.xaynet_participant.closed:
                 participant.stop()

@@ -13,7 +13,10 @@ restores it at once from the state ``stop()`` returned. Checked at every stop an
   Update and Sum2 that reached the coordinator's round state is recorded, and a participant
   may resend its message (the same one: it cannot know whether a POST cut by the stop
   arrived) but never send another;
-* rounds keep completing during the storm and after it, and nothing is logged as an error.
+* rounds keep completing during the storm and after it, and nothing is logged as an error;
+* every global model is exact: the mean of exactly the local models that the participants
+  whose updates the coordinator accepted in that round had taken (found by subset match
+  among the models each took in that round, one per participant).
 
 The seed is printed with every failure; set ``XAYNET_RESTORE_SEED`` to replay a schedule.
 """
@@ -41,6 +44,7 @@ if str(TESTS_DIR) not in sys.path:
 
 from fault_servers import FaultProxy, LogCapture  # noqa: E402
 from participant_fakes import Fixed  # noqa: E402
+from round_checks import Contribution, contribution, match_subset  # noqa: E402
 
 from xaynet_sdk import (  # noqa: E402
     AsyncParticipant,
@@ -51,6 +55,7 @@ from xaynet_sdk import (  # noqa: E402
 )
 from xaynet_sdk.coordinator import LocalCoordinator, Settings  # noqa: E402
 from xaynet_sdk.coordinator.state import Ticket  # noqa: E402
+from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
 from xaynet_sdk.protocol import update as update_phase  # noqa: E402
 from xaynet_sdk.protocol.saved import load_state  # noqa: E402
 from xaynet_sdk.protocol.state import ParticipantState, Sending, Update  # noqa: E402
@@ -92,11 +97,13 @@ class MessageSpy:
     """Records every Sum, Update and Sum2 that reaches the coordinator's round state.
 
     Each record is (round id, kind, participant pk, digest of what the message carries: the
-    ephemeral key, the masked model, the mask) and whether it was accepted.
+    ephemeral key, the masked model, the mask) and whether it was accepted; ``seeds`` maps
+    each round id to its round seed.
     """
 
     def __init__(self, coord: LocalCoordinator) -> None:
         self.records: list[tuple[int, str, bytes, bytes, bool]] = []
+        self.seeds: dict[int, bytes] = {}
         self.lock = threading.Lock()
         state = coord._state  # the round state behind the pipeline
         for kind, name, digest in (
@@ -114,6 +121,7 @@ class MessageSpy:
                 accepted = True
             finally:
                 with self.lock:
+                    self.seeds[ticket.round.round_id] = bytes(ticket.round.params.seed)
                     self.records.append(
                         (ticket.round.round_id, kind, bytes(pk), digest(payload), accepted)
                     )
@@ -138,6 +146,11 @@ class MessageSpy:
             "accepted_updates": sum(n for (_, kind, _), n in accepted.items() if kind == "update"),
         }
 
+    def accepted_updaters(self, round_id: int) -> list[bytes]:
+        """The participants whose update was accepted in round ``round_id``."""
+        with self.lock:
+            return [p for r, k, p, _, ok in self.records if r == round_id and k == "update" and ok]
+
     def accepted_updates_from(self, pk: bytes) -> int:
         with self.lock:
             return sum(1 for _, k, p, _, ok in self.records if k == "update" and p == pk and ok)
@@ -148,10 +161,12 @@ def _sha(data: bytes) -> bytes:
 
 
 class TakeSpy:
-    """Records (participant pk, model bytes) each time an Update phase takes the local model."""
+    """Records (participant pk, model bytes) each time an Update phase takes the local model,
+    and by (pk, round seed) the models taken in each round."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.taken: set[tuple[bytes, bytes]] = set()
+        self.taken_in: defaultdict[tuple[bytes, bytes], set[bytes]] = defaultdict(set)
         self.lock = threading.Lock()
         original = update_phase._load_model
 
@@ -159,8 +174,10 @@ class TakeSpy:
             transition = original(state, phase)
             model = state.local_model
             if transition.progress and model is not None:
+                pk = state.shared.keys.public
                 with self.lock:
-                    self.taken.add((state.shared.keys.public, model.tobytes()))
+                    self.taken.add((pk, model.tobytes()))
+                    self.taken_in[(pk, bytes(state.round_params.seed))].add(model.tobytes())
             return transition
 
         monkeypatch.setattr(update_phase, "_load_model", load_model)
@@ -267,6 +284,7 @@ def test_stop_and_restore_at_random_moments(monkeypatch: pytest.MonkeyPatch) -> 
             published = coord.stats["global_models"]
             coord.wait_for_global_models(published + 2, timeout=30)
             summary = messages.check()
+            summary["models_checked"] = check_every_model(coord, messages, takes)
         except AssertionError as e:
             raise AssertionError(f"{e}; {context}") from None
         finally:
@@ -288,6 +306,7 @@ def test_stop_and_restore_at_random_moments(monkeypatch: pytest.MonkeyPatch) -> 
         }
         print(f"\nRESTORE-REPORT {report}")
         assert completed_during >= 3, f"rounds stalled during the storm: {report}; {context}"
+        assert summary["models_checked"] >= completed_during, report
         for slot in slots:
             if slot.pull:
                 # Each pull participant's models reached the coordinator at least once.
@@ -346,3 +365,28 @@ def stop_and_restore(slot: Slot, url: str, takes: TakeSpy) -> str:
     slot.handle = spawn(url, slot.index, slot.pull, state)
     assert slot.handle.xaynet_participant.public_key == slot.pk
     return phase_name(saved)
+
+
+def check_every_model(coord: LocalCoordinator, messages: MessageSpy, takes: TakeSpy) -> int:
+    """Each global model is the mean of one model taken by each accepted update participant
+    of its round (scalars 1); returns how many models were checked."""
+    config = MaskConfig.from_name("Prime/F32/B0/M3")
+    completed = [r for r in coord.history if r.completed]
+    models = coord.global_models
+    assert len(models) == len(completed), (len(models), len(completed))
+    for record, model in zip(completed, models):
+        updaters = messages.accepted_updaters(record.round_id)
+        assert len(updaters) == record.update_count, (record, len(updaters))
+        seed = messages.seeds[record.round_id]
+        candidates: list[Contribution] = []
+        for pk in updaters:
+            taken = takes.taken_in.get((pk, seed), set())
+            assert taken, f"round {record.round_id}: an accepted update whose model none took"
+            for i, raw in enumerate(sorted(taken)):
+                values = np.frombuffer(raw, dtype=np.float32).tolist()
+                candidates.append(contribution(f"{pk.hex()}/{i}", values, 1.0, config))
+        names = match_subset(model, candidates, config, size=len(updaters))
+        assert sorted(n.split("/")[0] for n in names) == sorted(pk.hex() for pk in updaters), (
+            f"round {record.round_id}: the global model is not one model of each updater"
+        )
+    return len(models)

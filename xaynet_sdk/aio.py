@@ -195,7 +195,8 @@ class Participant:
         try:
             model = self._driver.global_model(numpy=self._numpy)
         except (GlobalModelUnavailable, GlobalModelDataTypeMisMatch) as err:
-            log = LOG.warning if warn else LOG.debug
+            # (stop() cuts a fetch in flight: not a coordinator problem)
+            log = LOG.warning if warn and not self._tick_loop.stopped else LOG.debug
             log("failed to get global model: %s (retrying every tick)", err)
             return False
         self._call_in_loop(self._deliver, model)

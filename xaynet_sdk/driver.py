@@ -68,6 +68,7 @@ from .protocol.state import (
 )
 from .state_file import StatePath, after_tick, before_request, open_state
 from .transport import (
+    DEFAULT_MAX_BODY,
     DEFAULT_TIMEOUT,
     Cert,
     InvalidUrl,
@@ -113,6 +114,8 @@ class OptionFields(TypedDict, total=False):
     cert: Cert
     transport: Optional[TransportLike]
     state_file: Optional[StatePath]
+    deadline: Optional[float]
+    max_body: int
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,10 @@ class Options:
     ``(cert, key)`` paths. ``transport``: a replacement for the HTTP transport (tests).
     ``state_file``: a path; the participant resumes from it if it exists (``state`` must then
     be None) and keeps it up to date at every step (:mod:`xaynet_sdk.state_file`).
+    ``deadline``: seconds a whole request may take, response included (None:
+    :data:`~xaynet_sdk.transport.DEFAULT_DEADLINE`, or the timeouts' sum if larger).
+    ``max_body``: the ceiling in bytes of any response body, whatever the round allows
+    (:data:`~xaynet_sdk.transport.DEFAULT_MAX_BODY`; raise it for models of millions of weights).
     """
 
     max_message_size: Optional[int] = None
@@ -136,6 +143,8 @@ class Options:
     cert: Cert = None
     transport: Optional[TransportLike] = None
     state_file: Optional[StatePath] = None
+    deadline: Optional[float] = None
+    max_body: int = DEFAULT_MAX_BODY
 
     @classmethod
     def of(cls, options: "Optional[Options]", fields: OptionFields) -> "Options":
@@ -149,7 +158,14 @@ class Options:
         Raises :class:`InvalidUrl`, ``TypeError`` or ``ValueError`` for unusable options."""
         if self.transport is not None:
             return self.transport
-        return Transport(url, timeout=self.timeout, verify=self.verify, cert=self.cert)
+        return Transport(
+            url,
+            timeout=self.timeout,
+            deadline=self.deadline,
+            max_body=self.max_body,
+            verify=self.verify,
+            cert=self.cert,
+        )
 
 
 class Task(enum.IntEnum):

@@ -199,7 +199,8 @@ class InternalParticipant(threading.Thread):
         try:
             global_model = self._xaynet_participant.global_model(numpy=self._numpy)
         except (GlobalModelUnavailable, GlobalModelDataTypeMisMatch) as err:
-            if not self._error_on_fetch_global_model:
+            if not self._error_on_fetch_global_model and not self._loop.stopped:
+                # (stop() cuts a fetch in flight: not a coordinator problem)
                 LOG.warning("failed to get global model: %s (retrying every tick)", err)
             self._error_on_fetch_global_model = True
             return
@@ -326,14 +327,18 @@ def spawn_participant(
         verify: Verify the coordinator's TLS certificate (True), not (False), or against this
             CA bundle (a path).
         cert: A client certificate for TLS: a PEM path, or ``(cert, key)`` paths.
-        **options: These are fields of :class:`~xaynet_sdk.driver.Options`, which
-            is built once here and shared by the participant and its transport.
         state_file: A path. If the file exists the participant resumes from it (``state``
             must then be None), else it starts from ``state`` (or fresh) and creates it
             (mode 0600: it holds the private key). The file is kept up to date at every step,
             atomically, so a participant killed at any moment resumes from it with its keys
             and round progress and never sends two different messages in one round. See
             :mod:`xaynet_sdk.state_file`.
+        deadline: Seconds a whole request may take, response included (default 120, or the
+            timeouts' sum if larger); a coordinator that drips its answer is cut there.
+        max_body: The ceiling in bytes of any response body (default 256 MiB).
+        **options: The options above from ``max_message_size`` on are the fields of
+            :class:`~xaynet_sdk.driver.Options`, built once here and shared by the
+            participant and its transport.
 
     Raises:
         ParticipantInit: The URL, the scalar or an option is invalid.

@@ -37,7 +37,7 @@ from typing import Any
 try:
     from .refenv import ensure_reference_python
 except ImportError:  # loaded as a top-level module (tests/original on sys.path)
-    from refenv import ensure_reference_python  # type: ignore[no-redef]
+    from refenv import ensure_reference_python  # type: ignore[no-redef,import-not-found]
 
 DRIVER = Path(__file__).resolve().parent / "driver.py"
 Event = dict[str, Any]
