@@ -9,19 +9,41 @@ example's venv (tests/test_examples.py).
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any, Callable
+
+import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from coordinator_fixtures import assert_model_close, local_coordinator  # noqa: E402
+from simulation_models import N, OneHot, one_hot, scalar_of  # noqa: E402
 from test_examples import _sdk_dependencies, _see_this_checkout  # noqa: E402
-from venvcache import VenvSpec, ensure_venv, run_setup  # noqa: E402
+from venvcache import VenvSpec, clean_env, ensure_venv, run_setup  # noqa: E402
+
+from xaynet_sdk.coordinator import LocalCoordinator, Settings  # noqa: E402
+from xaynet_sdk.simulation import RoundOutcome, run_simulation  # noqa: E402
 
 REPO_ROOT = TESTS_DIR.parent
 RAY_VENV = REPO_ROOT / ".cache" / "ray-venv"
-RAY_REQUIREMENT = "ray>=2.9"
+__all__ = ["local_coordinator"]  # the fixture, imported for pytest
+pytestmark = pytest.mark.timeout(600)
+
+
+def _ray_requirements() -> list[str]:
+    """The ``ray`` extra of pyproject.toml: the venv installs what users get."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    return list(project["optional-dependencies"]["ray"])
+
 
 _RAY_CHECK = (
     "import json, ray, xaynet_sdk;"
@@ -39,10 +61,10 @@ def _check_ray_venv(python: Path) -> dict[str, object]:
 def ray_venv_spec() -> VenvSpec:
     return VenvSpec(
         path=RAY_VENV,
-        install=(RAY_REQUIREMENT, *_sdk_dependencies()),
+        install=(*_ray_requirements(), *_sdk_dependencies()),
         recipe={
             "version": 1,
-            "ray": RAY_REQUIREMENT,
+            "ray": _ray_requirements(),
             "sdk": _sdk_dependencies(),
             "checkout": str(REPO_ROOT),
         },
@@ -51,6 +73,165 @@ def ray_venv_spec() -> VenvSpec:
         after_install=_see_this_checkout,
         verify=_check_ray_venv,
     )
+
+
+@pytest.fixture(scope="session")
+def ray_python() -> Path:
+    """The ray venv's python, built on first use (about a minute)."""
+    return ensure_venv(ray_venv_spec())
+
+
+def _settings() -> Settings:
+    """About 6 sum participants of N = 24 (a round without one is unlikely: 0.1 %)."""
+    return Settings.for_tests(
+        model_length=N + 1,
+        sum=0.25,
+        update=0.9,
+        min_sum_time=1.0,
+        min_update_time=1.0,
+        min_sum2_time=0.5,
+        max_sum_time=20,
+        max_update_time=30,
+        max_sum2_time=30,
+    )
+
+
+def check_global_models(coordinator: LocalCoordinator, rounds: int) -> list[list[int]]:
+    """Each published model is the scalar-weighted mean of exactly the one-hot models of the
+    participants it has a nonzero weight for, each carrying that model's round marker; their
+    number is what the coordinator counted. Returns the participants of each model."""
+    config = coordinator.settings.mask_config.vect
+    models = coordinator.global_models
+    records = [r for r in coordinator.history if r.completed]
+    assert len(models) >= rounds and len(records) >= rounds, coordinator.status()
+    subsets = []
+    for k, (model, record) in enumerate(zip(models, records)):
+        assert len(model) == N + 1
+        members = [i for i in range(N) if model[i] != 0]
+        assert len(members) == record.update_count >= 3, (members, record)
+        marker = (k + 1) / 8  # round k+1's participants trained on model k (marker k/8)
+        assert_model_close(
+            model,
+            config,
+            [one_hot(i, marker) for i in members],
+            [scalar_of(i) for i in members],
+        )
+        subsets.append(members)
+    return subsets
+
+
+def check_outcomes(outcomes: list[RoundOutcome], subsets: list[list[int]]) -> None:
+    """The runner's own counts per round agree with what the coordinator aggregated."""
+    for outcome, members in zip(outcomes, subsets):
+        assert outcome.completed is True, outcome
+        assert outcome.sum + outcome.update + outcome.idle == N, outcome
+        assert outcome.sum >= 1 and outcome.sent_sums >= 1 and outcome.sent_sum2s >= 1
+        # every update participant trained once and sent once; the coordinator took each
+        assert outcome.trained == outcome.update == outcome.sent_updates == len(members)
+
+
+@pytest.mark.timeout(300)
+def test_multiprocessing_runner_gives_exact_global_models(
+    local_coordinator: Callable[..., LocalCoordinator],
+) -> None:
+    coordinator = local_coordinator(_settings())
+    seen: list[RoundOutcome] = []
+    result = run_simulation(
+        OneHot,
+        participants=N,
+        rounds=2,
+        url=coordinator.url,
+        workers=2,
+        threads=3,
+        scalar=scalar_of,
+        on_round=seen.append,
+        timeout=240,
+    )
+    assert result.workers == 2 and result.backend == "multiprocessing"
+    assert seen == result.rounds and len(result.completed_rounds) == 2
+    assert result.errors == {}
+    subsets = check_global_models(coordinator, 2)
+    check_outcomes(result.completed_rounds, subsets)
+    # the shared requests: one GET /model per worker per round, not one per participant
+    assert result.requests["model"] <= 2 * 3, result.requests
+
+
+def test_cli_json_reports_each_round_from_the_embedded_coordinator() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "xaynet_sdk.simulation", "--participants", "40"]
+        + ["--model-length", "100", "--rounds", "2", "--workers", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0
+    rounds = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        assert r["completed"] is True
+        assert r["sum"] >= 1 and r["update"] >= 3 and r["sum"] + r["update"] + r["idle"] == 40
+        assert r["accepted_sums"] == r["sum"] == r["sent_sums"]
+        assert r["accepted_updates"] + r["late_updates"] <= r["sent_updates"] == r["update"]
+        assert r["accepted_updates"] >= 3 and r["accepted_sum2s"] >= 1
+        assert r["seconds"] > 0 and r["cpu_seconds"] > 0
+
+
+def test_cli_rejects_a_missing_argument() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "xaynet_sdk.simulation", "--participants", "4", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env=clean_env(),
+    )
+    assert proc.returncode == 2 and "--model-length" in proc.stderr
+
+
+RAY_JOB = """
+import json, sys
+from simulation_models import N, OneHot, scalar_of
+from xaynet_sdk.simulation import run_simulation
+
+result = run_simulation(
+    OneHot, participants=N, rounds=2, url=sys.argv[1], workers=2, threads=3,
+    scalar=scalar_of, backend="ray", timeout=400,
+)
+print(json.dumps({"rounds": [r.to_json() for r in result.rounds], "errors": result.errors,
+                  "workers": result.workers, "requests": result.requests}))
+"""
+
+
+@pytest.mark.timeout(900)
+def test_ray_runner_gives_exact_global_models(
+    ray_python: Path, local_coordinator: Callable[..., LocalCoordinator], tmp_path: Path
+) -> None:
+    coordinator = local_coordinator(_settings())
+    job = tmp_path / "ray_job.py"
+    job.write_text(textwrap.dedent(RAY_JOB))
+    env = clean_env()
+    env["PYTHONPATH"] = str(TESTS_DIR)  # simulation_models, in the driver and Ray's workers
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    proc = subprocess.run(
+        [str(ray_python), str(job), coordinator.url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    print(proc.stdout[-5000:], proc.stderr[-5000:])
+    assert proc.returncode == 0
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["workers"] == 2 and report["errors"] == {}
+    outcomes = [RoundOutcome(**r) for r in report["rounds"]]
+    subsets = check_global_models(coordinator, 2)
+    check_outcomes([o for o in outcomes if o.completed is not False], subsets)
 
 
 if __name__ == "__main__":

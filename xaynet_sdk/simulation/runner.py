@@ -5,11 +5,14 @@ actor); each worker multiplexes its slice over a few threads (see :mod:`._engine
 URL the runner starts a :class:`~xaynet_sdk.coordinator.LocalCoordinator` in this process,
 sized for N (:func:`embedded_settings`), and reads each round's accepted and rejected
 messages from it; against another coordinator only the participants' side is known (the
-coordinator answers 200 to every POST, as the original does, so acceptance is not).
+coordinator answers 200 to every POST, as the original does, so acceptance is not), and a
+round counts as completed when ``GET /model`` serves a new model by the time the next round
+starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -175,6 +178,19 @@ class _Rounds:
         self.requests: dict[int, dict[str, int]] = {}
         self.errors: Counter[str] = Counter()
         self.ticks = 0
+        self.model_digest: Optional[bytes] = None
+        self.model_changed: dict[str, Optional[bool]] = {}
+
+    def _model_changed(self) -> Optional[bool]:
+        """Whether ``GET /model`` serves another model than at the last call (None: unknown)."""
+        try:
+            body = self.http.get_model()
+        except TransportError:
+            return None
+        digest = hashlib.sha256(body).digest() if body is not None else None
+        changed = digest is not None and digest != self.model_digest
+        self.model_digest = digest
+        return changed
 
     def _stats(self) -> Optional[dict[str, Any]]:
         return self.coordinator.stats if self.coordinator is not None else None
@@ -205,6 +221,10 @@ class _Rounds:
         now = time.monotonic()
         if self.seeds:
             self.ended.setdefault(self.seeds[-1], now)
+            if self.coordinator is None:
+                self.model_changed[self.seeds[-1]] = self._model_changed()
+        elif self.coordinator is None:
+            self._model_changed()  # the model before the first round seen
         self.seeds.append(seed)
         self.started[seed] = now
         self.cpu_at[seed] = self.total_cpu()
@@ -263,7 +283,7 @@ class _Rounds:
         return RoundOutcome(
             round=self.emitted + 1,
             round_id=record.round_id if record is not None else None,
-            completed=record.completed if record is not None else None,
+            completed=record.completed if record is not None else self.model_changed.get(seed),
             failure=record.failure if record is not None else None,
             sum=c["sum"],
             update=c["update"],
