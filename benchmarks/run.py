@@ -4,6 +4,8 @@
     python benchmarks/run.py mask sum2        # some sections
     python benchmarks/run.py --quick          # fewer sizes and repeats (a smoke run)
     python benchmarks/run.py --skip-original  # no reference venv: ours only in e2e/memory
+    python benchmarks/run.py scale growth     # only when named: 1,000 simulated participants,
+                                              # the coordinator's growth curve (_scale.py)
 
 Each figure is the median of several runs. References:
 * mask: the time the `cryptography` package (OpenSSL) needs to produce the ChaCha20
@@ -45,6 +47,7 @@ from xaynet_sdk.mask.masking import mask_model, sum_masks, usable_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _rounds  # noqa: E402 - benchmarks/ is not a package
+import _scale  # noqa: E402
 
 CONFIGS = ("Prime/F32/B0/M3", "Integer/F64/B2/M6")
 SKIP_ORIGINAL = False
@@ -366,13 +369,18 @@ SECTIONS = {
     "coordinator": bench_coordinator,
     "memory": bench_memory,
 }
+#: Sections run only when named (minutes each): benchmarks/_scale.py.
+ON_REQUEST = {
+    "scale": partial(_scale.bench_scale, row=row),
+    "growth": partial(_scale.bench_growth, row=row),
+}
 
 
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []], default=[])
+    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, *ON_REQUEST, []], default=[])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     parser.add_argument(
         "--skip-original", action="store_true", help="do not run the original participant"
@@ -383,7 +391,7 @@ def main(argv: "list[str] | None" = None) -> int:
     start = time.monotonic()
     print(f"# xaynet_sdk benchmarks (python {sys.version.split()[0]}, numpy {np.__version__})")
     for name in args.sections or list(SECTIONS):
-        SECTIONS[name](args.quick)
+        {**SECTIONS, **ON_REQUEST}[name](args.quick)
     print(f"\n# total {time.monotonic() - start:.0f} s")
     return 0
 

@@ -5,21 +5,25 @@ and its own poll loop. Here a worker holds hundreds of the same protocol drivers
 (:class:`xaynet_sdk.xaynet_sdk.Participant`, unchanged) and ticks each one when it is due,
 from a small thread pool, over one :class:`SharedTransport`:
 
-* ``GET /params`` is fetched once per scheduling cycle and served to every tick of that
-  cycle: every participant sees the same round parameters, so one request per worker per poll
+* ``GET /params`` is polled by one thread per worker (every 0.1 s while any participant makes
+  progress, backing off to ``poll_max`` seconds) and every tick answers from the last poll:
+  every participant sees the same round parameters, so one request per worker per poll
   replaces one per participant per poll;
 * ``GET /sums`` and ``GET /model`` are the same for everyone in a round: the first 200 body
-  is kept until the round parameters change, and a 204 is asked at most once per cycle;
+  is kept until the round parameters change, and a 204 is asked at most once per poll;
 * ``GET /seeds`` (per sum participant) and ``POST /message`` go out as they are, over a
   pooled keep-alive session.
 
 When one of the shared answers changes (a new round, the sum dictionary published) every
-participant is due at once, so nobody waits out its poll backoff to see it. Between those
-moments each participant keeps the original's backoff (0.1 s, x1.2 per idle tick, at most
-10 s), and the worker's own poll backs off to at most ``poll_max`` seconds.
+participant is due at once, so nobody waits out its poll backoff to see it. A participant
+that made progress is ticked again at once, before the others (the original waits 0.1 s):
+each finishes its task before the next starts, so that a thousand participants woken at once
+do not all compute before any of them sends. A participant that made no progress keeps the
+original's backoff (0.1 s, x1.2 per idle tick, at most 10 s).
 
 The user callbacks follow :class:`~xaynet_sdk.participant.InternalParticipant`: after a tick,
-fetch the global model when a new round started (or the last fetch failed) and call
+hand over the global model when a new round started (or the last fetch failed; decoded once
+per worker, see :meth:`Engine._fetch_global_model`) and call
 ``deserialize_training_input`` and ``on_new_global_model``; when an update task waits for a
 model and ``participate_in_update_task()`` agrees, call ``train_round`` and
 ``serialize_training_result`` and hand the result over.
@@ -27,25 +31,25 @@ model and ``participate_in_update_task()`` agrees, call ``train_round`` and
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
+import numpy.typing as npt
 import requests
 from justbackoff import Backoff
 from requests.adapters import HTTPAdapter
 
 from .._logging import get_logger
-from ..exceptions import (
-    GlobalModelDataTypeMisMatch,
-    GlobalModelUnavailable,
-    LocalModelDataTypeMisMatch,
-    LocalModelLengthMisMatch,
-)
+from ..exceptions import LocalModelDataTypeMisMatch, LocalModelLengthMisMatch
+from ..mask.config import DataType
+from ..mask.model import GlobalModelError, decode_global_model
 from ..participant import ParticipantABC, new_backoff
+from ..protocol.local_model import model_to_python
 from ..protocol.state import NewRound, Sending
 from ..transport import Transport, TransportError, TransportLike
 from ..xaynet_sdk import Participant
@@ -58,9 +62,6 @@ _log = get_logger("simulation")
 ParticipantFactory = Callable[[int], ParticipantABC]
 #: Gives participant ``index``'s local model (a list or 1-d numpy array).
 ModelFunction = Callable[[int], Any]
-
-#: Participants due within this many seconds of a cycle are ticked in it (one params fetch).
-_SLACK = 0.02
 
 
 class ModelParticipant(ParticipantABC):
@@ -77,7 +78,7 @@ class ModelParticipant(ParticipantABC):
         return training_result
 
     def deserialize_training_input(self, global_model: Any) -> Any:
-        return global_model
+        return None  # the model function does not train on it: nothing to keep per participant
 
 
 @dataclass(frozen=True)
@@ -200,11 +201,83 @@ class _Member:
     driver: Participant
     user: ParticipantABC
     backoff: Backoff = field(default_factory=new_backoff)
-    due: float = 0.0
+    #: Bumped whenever the member is (re)scheduled: older schedule entries are void.
+    version: int = 0
+    busy: bool = False
     global_model: Any = None
     fetch_failed: bool = False
+    #: The driver's round serial whose global model the user object was given.
+    model_serial: int = 0
     train_failed_round: Optional[int] = None
     reported_round: int = 0
+
+
+class _Schedule:
+    """Who is ticked next: members that just made progress first (so that each finishes its
+    task before others start theirs: thousands woken at once by a new round would otherwise
+    all compute before any of them sends), then members whose backoff ran out, by due time.
+    A changed shared answer (:attr:`SharedTransport.generation`) makes everyone due."""
+
+    def __init__(self, members: list[_Member]) -> None:
+        self._members = members
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, int, _Member]] = []
+        self._hot: deque[tuple[int, _Member]] = deque()
+        self._seq = itertools.count()
+        self._generation = -1
+        self._closed = False
+
+    def wake(self, generation: int) -> None:
+        """Everyone not being ticked is due now, if ``generation`` is new."""
+        with self._cond:
+            if generation == self._generation:
+                return
+            self._generation = generation
+            now = time.monotonic()
+            self._heap = []
+            self._hot.clear()
+            for m in self._members:
+                if not m.busy:
+                    m.version += 1
+                    self._heap.append((now, next(self._seq), m.version, m))
+            heapq.heapify(self._heap)
+            self._cond.notify_all()
+
+    def take(self) -> Optional[_Member]:
+        """The next member to tick (marked busy), waiting until one is due; None once closed."""
+        with self._cond:
+            while not self._closed:
+                while self._hot:
+                    version, m = self._hot.popleft()
+                    if version == m.version and not m.busy:
+                        m.busy = True
+                        return m
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, version, m = heapq.heappop(self._heap)
+                    if version == m.version and not m.busy:
+                        m.busy = True
+                        return m
+                wait = self._heap[0][0] - now if self._heap else 1.0
+                self._cond.wait(min(wait, 1.0))
+            return None
+
+    def put(self, member: _Member, progress: bool) -> None:
+        """Back on the schedule after a tick: at once after progress, else after its backoff."""
+        due = time.monotonic() if progress else time.monotonic() + member.backoff.duration()
+        with self._cond:
+            member.busy = False
+            member.version += 1
+            if progress:
+                self._hot.append((member.version, member))
+            else:
+                heapq.heappush(self._heap, (due, next(self._seq), member.version, member))
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 def _round_key(member: _Member) -> str:
@@ -235,6 +308,14 @@ class Engine:
             self.members.append(_Member(index, driver, user))
         self.startup_seconds = time.monotonic() - started
         self._stop = threading.Event()
+        self._progress = threading.Event()
+        self._schedule = _Schedule(self.members)
+        self._model_lock = threading.Lock()
+        self._model_cache: tuple[Optional[bytes], Optional[DataType], Optional[Any]] = (
+            None,
+            None,
+            None,
+        )
         self._lock = threading.Lock()
         self._rounds: dict[str, Counter[str]] = {}
         self._errors: Counter[str] = Counter()
@@ -261,35 +342,47 @@ class Engine:
         }
 
     def run(self) -> None:
-        """The scheduling loop; returns after :meth:`stop` (closing the connections)."""
-        poll = Backoff(min_ms=100, max_ms=int(self.spec.poll_max * 1000), factor=1.2, jitter=False)
-        generation = -1
-        with ThreadPoolExecutor(self.spec.threads, thread_name_prefix="xaynet-sim") as pool:
-            try:
-                while not self._stop.is_set():
-                    self.transport.refresh()
-                    now = time.monotonic()
-                    if self.transport.generation != generation:
-                        generation = self.transport.generation
-                        for m in self.members:
-                            m.due = now
-                    due = [m for m in self.members if m.due <= now + _SLACK]
-                    progress = any(list(pool.map(self._tick, due))) if due else False
-                    if self._stop.is_set():
-                        break
-                    if progress:
-                        poll.reset()
-                    if self.transport.generation != generation:
-                        continue  # a shared answer changed during the cycle: everyone is due
-                    now = time.monotonic()
-                    wait = poll.duration()
-                    if self.members:
-                        wait = min(wait, min(m.due for m in self.members) - now)
-                    self._stop.wait(max(0.0, wait))
-            finally:
-                self.transport.close()
-                for m in self.members:
-                    self._call("on_stop", m.user.on_stop)
+        """Poll the round parameters and tick the participants until :meth:`stop`.
+
+        This thread polls (every 0.1 s while anything progresses, backing off to
+        ``poll_max``); ``threads`` threads take the participants off the schedule.
+        """
+        spec = self.spec
+        poll = Backoff(min_ms=100, max_ms=int(spec.poll_max * 1000), factor=1.2, jitter=False)
+        self.transport.refresh()
+        self._schedule.wake(self.transport.generation)
+        workers = [
+            threading.Thread(target=self._work, name=f"xaynet-sim-{i}", daemon=True)
+            for i in range(spec.threads)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            while not self._stop.wait(poll.duration()):
+                self.transport.refresh()
+                self._schedule.wake(self.transport.generation)
+                if self._progress.is_set():
+                    self._progress.clear()
+                    poll.reset()
+        finally:
+            self._schedule.close()
+            for worker in workers:
+                worker.join()
+            self.transport.close()
+            for m in self.members:
+                self._call("on_stop", m.user.on_stop)
+
+    def _work(self) -> None:
+        schedule = self._schedule
+        while True:
+            member = schedule.take()
+            if member is None:
+                return
+            progress = self._tick(member)
+            if progress:
+                self._progress.set()
+            schedule.wake(self.transport.generation)
+            schedule.put(member, progress)
 
     # -- one participant ----------------------------------------------------------------------
     def _tick(self, member: _Member) -> bool:
@@ -300,11 +393,12 @@ class Engine:
             driver.tick()
         except Exception as e:  # noqa: BLE001 - one participant never stops the others
             self._count_error(f"tick {type(e).__name__}")
-            member.due = time.monotonic() + member.backoff.duration()
             return False
         progress = driver.made_progress()
         posted = self.transport.take_posted()
-        if driver.new_global_model() or member.fetch_failed:
+        if self.spec.participant is not None and (
+            member.model_serial != driver.round_serial or member.fetch_failed
+        ):
             self._fetch_global_model(member)
         if (
             driver.should_set_model()
@@ -323,7 +417,6 @@ class Engine:
                 self._count(member, ("idle", "sum", "update")[driver.task()])
         if progress:
             member.backoff.reset()
-        member.due = time.monotonic() + member.backoff.duration()
         return progress
 
     def _count(self, member: _Member, what: str) -> None:
@@ -344,14 +437,24 @@ class Engine:
             return False, None
 
     def _fetch_global_model(self, member: _Member) -> None:
+        """The round's global model to the user object, as ``InternalParticipant`` does after a
+        new round, but fetched and decoded once per worker per round (decoding the exact
+        rationals is what costs: a millisecond per 2,000 weights) and copied for each."""
+        driver = member.driver
+        member.model_serial = driver.round_serial
+        data_type = driver.round_params.mask_config.vect.data_type
         try:
-            model = member.driver.global_model(numpy=self.spec.numpy)
-        except (GlobalModelUnavailable, GlobalModelDataTypeMisMatch):
+            body = self.transport.get_model()
+            array = self._decode(body, data_type) if body is not None else None
+        except (TransportError, GlobalModelError) as e:
+            if isinstance(e, GlobalModelError):
+                self._count_error(f"global model: {e}")
             member.fetch_failed = True
             return
         member.fetch_failed = False
         user = member.user
-        if model is not None:
+        if array is not None:
+            model = array.copy() if self.spec.numpy else model_to_python(array)
             ok, value = self._call(
                 "deserialize_training_input", lambda: user.deserialize_training_input(model)
             )
@@ -361,6 +464,14 @@ class Engine:
         else:
             member.global_model = None
         self._call("on_new_global_model", lambda: user.on_new_global_model(member.global_model))
+
+    def _decode(self, body: bytes, data_type: DataType) -> npt.NDArray[Any]:
+        with self._model_lock:
+            cached_body, cached_type, array = self._model_cache
+            if body is not cached_body or data_type is not cached_type or array is None:
+                array = decode_global_model(body, data_type)
+                self._model_cache = (body, data_type, array)
+            return array
 
     def _train(self, member: _Member) -> None:
         user, driver = member.user, member.driver
