@@ -9,6 +9,7 @@ example's venv (tests/test_examples.py).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -190,6 +191,33 @@ def test_cli_rejects_a_missing_argument() -> None:
         env=clean_env(),
     )
     assert proc.returncode == 2 and "--model-length" in proc.stderr
+
+
+SIMULATED_ROUND = re.compile(
+    r"round (\d)/2: (\d+) sum and (\d+) update participants, (\d+) updates sent, (\d+) accepted"
+)
+
+
+def test_the_example_simulates_a_few_hundred_participants(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "multiple_participants.py")]
+        + ["--simulate", "--participants", "200", "--rounds", "2", "--timeout", "240"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0
+    rounds = [tuple(map(int, m.groups())) for m in SIMULATED_ROUND.finditer(proc.stdout)]
+    assert [r[0] for r in rounds] == [1, 2], proc.stdout
+    for _, sums, updates, sent, accepted in rounds:
+        assert sums >= 1 and updates >= 3 and sums + updates <= 200
+        assert sent == updates and 3 <= accepted <= sent
+    assert re.search(r"200 participants ran in \d+ worker processes", proc.stdout)
+    assert proc.stdout.rstrip().endswith("done")
 
 
 RAY_JOB = """
