@@ -326,7 +326,7 @@ def growth_cell(messages: int, length: int) -> GrowthCell:
         min_update_count=messages,
         min_sum_time=0.05,
         min_update_time=0.05,
-        min_sum2_time=0.05,
+        min_sum2_time=0.0,  # the round ends with the one Sum2 message: unmask is measured
         max_sum_time=300,
         max_update_time=600,
         max_sum2_time=300,

@@ -124,6 +124,10 @@ class MultiprocessingBackend:
 
     def reports(self) -> list[tuple[int, dict[str, Any]]]:
         self._pump(0)
+        dead = [p.name for p in self._processes if p.exitcode is not None]
+        if dead:
+            self._pump(0.5)  # its reason, if it sent one
+            raise RuntimeError(f"simulation workers ended unexpectedly: {dead}")
         pending, self._pending = self._pending, []
         return pending
 
