@@ -342,7 +342,11 @@ def run_simulation(
     ``workers`` defaults to the number of usable cores; ``backend`` is ``"multiprocessing"``
     or ``"ray"`` (``ray_address`` to join a cluster). ``on_round`` is called with each round's
     outcome as it is known. Raises ``TimeoutError`` if the rounds do not complete within
-    ``timeout`` seconds (default: 120 s per round plus 1 s per 10 participants).
+    ``timeout`` seconds (default: 120 s per round plus 1 s per 10 participants), and
+    ``RuntimeError`` if a worker fails.
+
+    The multiprocessing backend starts its workers with ``spawn``: as with any
+    ``multiprocessing`` program, call this under ``if __name__ == "__main__":`` in a script.
     """
     if participants < 1 or rounds < 1:
         raise ValueError("participants and rounds must be at least 1")
