@@ -5,6 +5,8 @@
     python benchmarks/run.py --quick          # fewer sizes and repeats (a smoke run)
     python benchmarks/run.py --skip-original  # no reference venv: ours only in e2e/memory
     python benchmarks/run.py store            # not in the default run: needs redis-server
+    python benchmarks/run.py scale growth     # only when named: 1,000 simulated participants,
+                                              # the coordinator's growth curve (_scale.py)
 
 Each figure is the median of several runs. References:
 * mask: the time the `cryptography` package (OpenSSL) needs to produce the ChaCha20
@@ -53,6 +55,7 @@ from xaynet_sdk.mask.parallel import usable_cores
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _persistence  # noqa: E402 - benchmarks/ is not a package
 import _rounds  # noqa: E402
+import _scale  # noqa: E402
 
 CONFIGS = ("Prime/F32/B0/M3", "Integer/F64/B2/M6")
 SKIP_ORIGINAL = False
@@ -422,8 +425,13 @@ SECTIONS = {
     "memory": bench_memory,
     "persist": bench_persist,
 }
-#: Run only when named (they need a component the default run does not).
-EXTRA_SECTIONS = {"store": bench_store}
+#: Run only when named: they need a component the default run does not (store: a
+#: redis-server), or take minutes (scale, growth: benchmarks/_scale.py).
+EXTRA_SECTIONS = {
+    "store": bench_store,
+    "scale": partial(_scale.bench_scale, row=row),
+    "growth": partial(_scale.bench_growth, row=row),
+}
 
 
 def main(argv: "list[str] | None" = None) -> int:

@@ -377,12 +377,27 @@ class RoundParameters:
 
     @classmethod
     def from_bytes(cls, data: BytesLike) -> "RoundParameters":
-        """Decode a ``GET /params`` body. Trailing bytes are ignored, as bincode does."""
-        return cls.read(Reader(data))
+        """Decode a ``GET /params`` body. Trailing bytes are ignored, as bincode does.
+
+        The last ``bytes`` object decoded is remembered (by identity: bytes are immutable and
+        the result is frozen): a simulation worker hands one body to hundreds of participants.
+        """
+        global _LAST_PARAMS
+        last = _LAST_PARAMS
+        if last is not None and data is last[0]:
+            return last[1]
+        params = cls.read(Reader(data))
+        if isinstance(data, bytes):
+            _LAST_PARAMS = (data, params)
+        return params
 
     def is_pathological(self) -> bool:
         """True if a probability is NaN: such parameters never compare equal to themselves."""
         return math.isnan(self.sum) or math.isnan(self.update)
+
+
+#: (body, decoded) of the last :meth:`RoundParameters.from_bytes` call.
+_LAST_PARAMS: "tuple[bytes, RoundParameters] | None" = None
 
 
 # ---------------------------------------------------------------------------------------------
