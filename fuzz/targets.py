@@ -79,10 +79,11 @@ from xaynet_sdk.codec.message import (
     encode_local_seed_dict,
     encode_message,
 )
-from xaynet_sdk.codec.multipart import MessageEncoder, Reassembler, split_payload
+from xaynet_sdk.codec.multipart import MessageEncoder, split_payload
 from xaynet_sdk.coordinator import Limits, Settings
 from xaynet_sdk.coordinator.outcomes import Reason
 from xaynet_sdk.coordinator.pipeline import Outcome, Pipeline
+from xaynet_sdk.coordinator.reassembly import Reassembler
 from xaynet_sdk.coordinator.state import CoordinatorState, Round, Ticket
 from xaynet_sdk.coordinator.stats import Stats
 from xaynet_sdk.driver import _check_restored

@@ -33,7 +33,7 @@ from xaynet_sdk.codec.message import (
     UpdatePayload,
     decode_message,
 )
-from xaynet_sdk.codec.multipart import Reassembler
+from xaynet_sdk.coordinator.reassembly import Reassembler
 from xaynet_sdk.mask.config import MaskConfig, MaskConfigPair
 from xaynet_sdk.mask.masking import Aggregation
 from xaynet_sdk.participant import ParticipantABC

@@ -27,11 +27,11 @@ from xaynet_sdk.codec.multipart import (
     MIN_MESSAGE_SIZE,
     MIN_USABLE_MESSAGE_SIZE,
     MessageEncoder,
-    Reassembler,
     chunk_data,
     max_payload_size,
     split_payload,
 )
+from xaynet_sdk.coordinator.reassembly import Reassembler
 from xaynet_sdk.mask.config import MaskConfig, MaskConfigPair
 from xaynet_sdk.mask.objects import MaskObject
 

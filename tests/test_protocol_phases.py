@@ -33,7 +33,7 @@ from xaynet_sdk.codec.message import (  # noqa: E402
     UpdatePayload,
     decode_message,
 )
-from xaynet_sdk.codec.multipart import Reassembler  # noqa: E402
+from xaynet_sdk.coordinator.reassembly import Reassembler  # noqa: E402
 from xaynet_sdk.mask.masking import derive_mask  # noqa: E402
 from xaynet_sdk.mask.objects import limbs_to_ints  # noqa: E402
 from xaynet_sdk.protocol import machine  # noqa: E402

@@ -13,8 +13,8 @@ errors of the layer below once, where it calls it, so nothing leaks upwards::
     ├── the public API (this module; the original's names): CryptoInit, ParticipantInit,
     │   ParticipantRestore, UninitializedParticipant, LocalModelLengthMisMatch,
     │   LocalModelDataTypeMisMatch, GlobalModelUnavailable, GlobalModelDataTypeMisMatch
-    ├── transport.TransportError: ConnectFailed, RequestTimedOut, TlsError,
-    │   HttpStatusError, UnexpectedResponse (the driver logs them and retries)
+    ├── transport.TransportError: ConnectFailed, RequestTimedOut, TlsError, BodyTooLarge,
+    │   TransportClosed, HttpStatusError, UnexpectedResponse (the driver logs them and retries)
     ├── transport.InvalidUrl (also a ValueError)
     ├── protocol.saved_fields.InvalidState (a saved state; ParticipantRestore for the user)
     ├── codec.errors.CodecError (also a ValueError): EncodeError, DecodeError
@@ -23,10 +23,9 @@ errors of the layer below once, where it calls it, so nothing leaks upwards::
     │   GlobalModelError, AggregationError, NonFiniteWeight, NativeCallError
     ├── _native.NativeError (also a ValueError): NonFiniteWeight, ConversionOutOfRange,
     │   ConversionDiverges, MalformedInput; seen only by mask/, which translates them
-    └── coordinator.rounds.RoundFailed (the local coordinator)
-
-Not yet in the tree: the local coordinator's ``settings.SettingsError`` (a ``ValueError``)
-and ``outcomes.Rejected`` (an ``Exception``, never seen outside the coordinator).
+    ├── models.ModelLayoutError (also a ValueError): a model that does not fit its layout
+    └── the coordinator: settings.SettingsError (also a ValueError), store.StoreError,
+        store.RestoreError, rounds.RoundFailed, outcomes.Rejected (never seen outside it)
 
 This module imports nothing, so every layer, the C wrappers included, can derive from it.
 Errors that are not the caller's fault nor the peer's (``TypeError`` for a wrong type of

@@ -40,6 +40,8 @@ from typing import Any, Literal, Optional
 import numpy as np
 import numpy.typing as npt
 
+from .exceptions import XaynetError
+
 __all__ = ["Layer", "ModelLayout", "ModelLayoutError"]
 
 Kind = Literal["array", "list", "dict", "torch", "keras"]
@@ -53,7 +55,7 @@ _INT64 = {"int64", "uint64"}
 _F64_EXACT = 2**53
 
 
-class ModelLayoutError(ValueError):
+class ModelLayoutError(XaynetError, ValueError):
     """A model or a vector does not match the layout (the message names the layer)."""
 
 

@@ -68,8 +68,6 @@ from .multipart import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MIN_MESSAGE_SIZE,
     MessageEncoder,
-    ReassembledMessage,
-    Reassembler,
     split_payload,
 )
 
@@ -92,8 +90,6 @@ __all__ = [
     "Payload",
     "ROUND_PARAMETERS_LENGTH",
     "Reader",
-    "ReassembledMessage",
-    "Reassembler",
     "ReassemblyError",
     "RoundParameters",
     "SEALBYTES",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 
 from ..codec.message import Tag
+from ..exceptions import XaynetError
 
 __all__ = ["MESSAGE_PHASES", "Phase", "Reason", "Rejected"]
 
@@ -71,7 +72,7 @@ class Reason(str, enum.Enum):
     STORAGE = "storage_unavailable"
 
 
-class Rejected(Exception):
+class Rejected(XaynetError):
     """A message is refused: raised anywhere in the pipeline, counted once at the top.
 
     ``tag`` is the message's kind once its header was read (None before: undecryptable or

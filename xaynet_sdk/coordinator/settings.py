@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ..exceptions import XaynetError
 from ..mask.config import InvalidMaskConfig, MaskConfig, MaskConfigPair
 from .logfilter import LogFilter, parse_log_filter
 
@@ -119,7 +120,7 @@ _MASK_KEYS = ("group_type", "data_type", "bound_type", "model_type")
 _U64_MAX = 2**64 - 1
 
 
-class SettingsError(ValueError):
+class SettingsError(XaynetError, ValueError):
     """A configuration that cannot be loaded or does not validate.
 
     The message starts like the original's (``configuration loading failed: ...`` or

@@ -50,11 +50,11 @@ from ..codec.message import (
     decode_local_seed_dict,
     encode_local_seed_dict,
 )
-from ..codec.multipart import ReassembledMessage, Reassembler
 from ..mask.masking import Aggregation
 from ..mask.objects import MaskObject
 from .limits import Limits
 from .outcomes import Phase, Reason, Rejected
+from .reassembly import ReassembledMessage, Reassembler
 from .settings import Settings
 from .store import (
     AGGREGATE_EVERY,

@@ -43,6 +43,7 @@ from typing import Any, Optional
 
 import msgpack
 
+from ..exceptions import XaynetError
 from .outcomes import Phase
 from .settings import redact_url
 
@@ -72,11 +73,11 @@ _MESSAGE_PHASES = (Phase.SUM, Phase.UPDATE, Phase.SUM2)
 _PHASE_ORDER = (Phase.SUM, Phase.UPDATE, Phase.SUM2, Phase.UNMASK)
 
 
-class StoreError(Exception):
+class StoreError(XaynetError):
     """The store cannot be reached or did not accept a write."""
 
 
-class RestoreError(Exception):
+class RestoreError(XaynetError):
     """The stored state cannot be restored with these settings (the message says why)."""
 
 

@@ -214,9 +214,9 @@ class SharedTransport(TransportLike):
 class _LeanPost:
     """``POST /message`` over one keep-alive ``http.client`` connection per thread.
 
-    For plain HTTP without a proxy: ``requests`` spends about 1.5 ms of CPU on each request,
-    which is twice what a participant's update costs in cryptography; here a POST costs a
-    tenth of that. The request is the transport's, byte for byte as the original sends it
+    For plain HTTP without a proxy: ``requests`` spends more CPU on each request than a
+    participant's update costs in cryptography; a bare connection costs a fraction of that
+    (benchmarks/_scale.py). The request is the transport's, byte for byte as the original sends it
     (``Host``, ``Accept: */*``, ``Content-Length``, nothing else); any 2xx or 3xx succeeds.
     """
 
