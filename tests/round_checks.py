@@ -8,16 +8,29 @@ the scalar-weighted mean of exactly one subset of the participants' (converted) 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
+import requests
+from reference import RefHang, ref_ratio_to_primitive
 
+from xaynet_sdk.codec.bincode import RoundParameters
 from xaynet_sdk.mask.config import DataType, MaskConfig
 from xaynet_sdk.mask.masking import clamp_scalar
 
-__all__ = ["Contribution", "exact_model", "match_subset", "tolerance", "weighted_mean"]
+__all__ = [
+    "Contribution",
+    "RoundWatcher",
+    "converted",
+    "exact_model",
+    "match_subset",
+    "model_of_round",
+    "tolerance",
+    "weighted_mean",
+]
 
 
 @dataclass(frozen=True)
@@ -83,3 +96,48 @@ def match_subset(
         got = np.array([float(w) for w in global_model])
         assert np.allclose(got, expected, rtol=0, atol=1e-9 * max(1.0, float(config.add_shift)))
     return sorted(p.name for p in subset)
+
+
+def converted(model: list[Any], data_type: str) -> Optional[list[Any]]:
+    """An exact global model (fractions) as the original participant converts it; None where
+    the original would hang (docs/PROTOCOL.md 8.3)."""
+    try:
+        return [ref_ratio_to_primitive(w.numerator, w.denominator, data_type) for w in model]
+    except RefHang:
+        return None
+
+
+def model_of_round(coord: Any, round_id: int) -> list[Any]:
+    """The global model published by a completed round (models are kept in order)."""
+    completed_ids = [r.round_id for r in coord.history if r.completed]
+    models = coord.global_models
+    index = completed_ids.index(round_id) - (len(completed_ids) - len(models))
+    return models[index]  # type: ignore[no-any-return]
+
+
+@dataclass
+class RoundWatcher:
+    """Polls the coordinator for each round's parameters (to know the roles afterwards)."""
+
+    coord: Any
+    params: dict[int, RoundParameters] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set():
+            before = self.coord.round_id
+            try:
+                body = session.get(self.coord.url + "/params", timeout=2).content
+            except requests.RequestException:
+                continue
+            if self.coord.round_id == before and before not in self.params:
+                self.params[before] = RoundParameters.from_bytes(body)
+            self.stop.wait(0.05)
+
+    def __enter__(self) -> "RoundWatcher":
+        threading.Thread(target=self.run, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()

@@ -27,8 +27,13 @@ if str(TESTS_DIR) not in sys.path:
 from fault_servers import FaultProxy, LogCapture  # noqa: E402
 from original.runner import OriginalParticipant  # noqa: E402
 from participant_fakes import Fixed, role  # noqa: E402
-from round_checks import contribution, match_subset  # noqa: E402
-from test_mixed_rounds import RoundWatcher, _converted, _model_of_round  # noqa: E402
+from round_checks import (  # noqa: E402
+    RoundWatcher,
+    contribution,
+    converted,
+    match_subset,
+    model_of_round,
+)
 
 from xaynet_sdk import (  # noqa: E402
     ParticipantInit,
@@ -106,10 +111,10 @@ def test_asyncio_participants_take_part_in_rounds() -> None:
 
     with LocalCoordinator(short_rounds()) as coord:
         seen, states = asyncio.run(main(coord.url, coord))
-        published = [_converted(m, "F32") for m in coord.global_models]
+        published = [converted(m, "F32") for m in coord.global_models]
         completed = [r for r in coord.history if r.completed]
         for record in completed:
-            model = _model_of_round(coord, record.round_id)
+            model = model_of_round(coord, record.round_id)
             assert match_subset(model, parts, CONFIG, size=record.update_count)
     for own in seen:
         assert own[0] is None or isinstance(own[0], np.ndarray)  # numpy by default
@@ -167,7 +172,7 @@ def test_cancelled_mid_round_then_restored_in_the_same_round() -> None:
             )
         record = next(r for r in coord.history if r.round_id == round_id)
         assert record.completed, coord.status()
-        model = _model_of_round(coord, round_id)
+        model = model_of_round(coord, round_id)
         return round_id, ",".join(match_subset(model, parts, CONFIG, size=record.update_count))
 
     with LocalCoordinator(settings) as coord:
@@ -281,7 +286,7 @@ def test_asyncio_participants_in_mixed_rounds_with_the_original() -> None:
                 completed = [r for r in coord.history if r.completed]
                 for record in completed[checked:]:
                     subset = match_subset(
-                        _model_of_round(coord, record.round_id),
+                        model_of_round(coord, record.round_id),
                         parts,
                         CONFIG,
                         size=record.update_count,
@@ -303,7 +308,7 @@ def test_asyncio_participants_in_mixed_rounds_with_the_original() -> None:
             for p in participants:
                 await p.stop()
             await asyncio.wait_for(asyncio.gather(*tasks), 30)
-        published = [_converted(m, "F32") for m in coord.global_models]
+        published = [converted(m, "F32") for m in coord.global_models]
         for own in seen:
             assert all(m.tolist() in published for m in own if m is not None)
         shared = {tuple(m) for op in originals for m in op.global_models()} & {

@@ -148,7 +148,7 @@ def test_stop_cuts_the_request_in_flight(api: str) -> None:
 _CLIENT = textwrap.dedent(
     """
     import json, resource, sys
-    from xaynet_sdk.core import Participant
+    from xaynet_sdk.driver import Participant
     from xaynet_sdk.exceptions import GlobalModelUnavailable
     from xaynet_sdk.transport import Transport, TransportError
 

@@ -28,8 +28,7 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 from original.runner import OriginalParticipant  # noqa: E402
-from reference import RefHang, ref_ratio_to_primitive  # noqa: E402
-from round_checks import contribution, match_subset  # noqa: E402
+from round_checks import contribution, converted, match_subset, model_of_round  # noqa: E402
 
 from xaynet_sdk import (  # noqa: E402
     GlobalModelUnavailable,
@@ -157,13 +156,6 @@ class Outcome:
     subsets: list[list[str]] = field(default_factory=list)
 
 
-def _converted(model: list[Any], data_type: str) -> Optional[list[Any]]:
-    try:
-        return [ref_ratio_to_primitive(w.numerator, w.denominator, data_type) for w in model]
-    except RefHang:
-        return None
-
-
 def run_mixed(
     name: str,
     make_values: Callable[[np.random.Generator], Any],
@@ -234,7 +226,7 @@ def run_mixed(
                 while checked < len(completed):
                     record = completed[checked]
                     checked += 1
-                    model = _model_of_round(coord, record.round_id)
+                    model = model_of_round(coord, record.round_id)
                     subset = match_subset(model, parts, config, size=record.update_count)
                     outcome.subsets.append(subset)
                     senders, masks = sum2.unmaskers(record.round_id)
@@ -267,7 +259,7 @@ def run_mixed(
                 dtype = np.dtype(config.data_type.numpy_dtype)
                 assert all(a.dtype == dtype and a.shape == (model_length,) for a in feeder.arrays)
             time.sleep(1.0)  # let everyone fetch the last model
-            published = [_converted(m, config.data_type.name) for m in coord.global_models]
+            published = [converted(m, config.data_type.name) for m in coord.global_models]
             for op in originals:
                 fetched = op.global_models()
                 assert fetched, op.describe()
@@ -289,14 +281,6 @@ def run_mixed(
             for op in originals:
                 op.stop()
     return outcome
-
-
-def _model_of_round(coord: Any, round_id: int) -> list[Any]:
-    """The global model published by a completed round (models are kept in order)."""
-    completed_ids = [r.round_id for r in coord.history if r.completed]
-    models = coord.global_models
-    index = completed_ids.index(round_id) - (len(completed_ids) - len(models))
-    return models[index]  # type: ignore[no-any-return]
 
 
 def test_mixed_prime_f32_b0_m3_multipart() -> None:
@@ -392,7 +376,7 @@ def test_migrate_a_live_original_participant() -> None:
                 for record in [r for r in coord.history if r.completed]:
                     if record.round_id < start_round:
                         continue
-                    model = _model_of_round(coord, record.round_id)
+                    model = model_of_round(coord, record.round_id)
                     subset = match_subset(model, parts, config, size=record.update_count)
                     found = found or "migrated" in subset
                 time.sleep(0.2)

@@ -33,9 +33,9 @@ from fault_servers import ScriptedCoordinator as Scripted  # noqa: E402
 from fault_servers import wait_until  # noqa: E402
 from original.runner import OriginalParticipant  # noqa: E402
 from participant_fakes import MiniCoordinator  # noqa: E402
-from xaynet_sdk.core import Participant, Task  # noqa: E402
 
 from xaynet_sdk.codec.crypto import EncryptKeyPair, SigningKeyPair, seal  # noqa: E402
+from xaynet_sdk.driver import Participant, Task  # noqa: E402
 from xaynet_sdk.mask.masking import sum_masks  # noqa: E402
 from xaynet_sdk.protocol.saved import load_state  # noqa: E402
 from xaynet_sdk.protocol.state import ParticipantState, Sending  # noqa: E402
