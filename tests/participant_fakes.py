@@ -382,10 +382,12 @@ def seed_for_roles(
 
 
 class Fixed(ParticipantABC):
-    """A participant whose training always yields the same local model."""
+    """A participant whose training always yields the same local model; ``seen`` records the
+    global models it is given."""
 
-    def __init__(self, model: list[float]) -> None:
+    def __init__(self, model: Any) -> None:
         self.model = model
+        self.seen: list[Any] = []
 
     def train_round(self, training_input: Optional[Any]) -> Any:
         return self.model
@@ -395,3 +397,7 @@ class Fixed(ParticipantABC):
 
     def deserialize_training_input(self, global_model: Any) -> Any:
         return global_model
+
+    def on_new_global_model(self, global_model: Optional[Any]) -> None:
+        if global_model is not None:
+            self.seen.append(global_model)

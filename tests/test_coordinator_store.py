@@ -37,6 +37,7 @@ from coordinator_fixtures import (  # noqa: E402
     raw_round_settings,
     run_round,
 )
+from participant_fakes import Fixed  # noqa: E402
 from round_checks import contribution, match_subset  # noqa: E402
 from store_servers import (  # noqa: E402
     MotoServer,
@@ -46,7 +47,7 @@ from store_servers import (  # noqa: E402
     s3_server,
 )
 
-from xaynet_sdk import ParticipantABC, spawn_participant  # noqa: E402
+from xaynet_sdk import spawn_participant  # noqa: E402
 from xaynet_sdk.codec.bincode import RoundParameters  # noqa: E402
 from xaynet_sdk.coordinator import (  # noqa: E402
     LocalCoordinator,
@@ -599,36 +600,15 @@ def _update_snapshot(redis: RedisServer) -> Optional[dict[str, Any]]:
         client.close()
 
 
-class _Fixed(ParticipantABC):
-    """This package's participant: a fixed local model; counts the global models it gets."""
-
-    def __init__(self, model: list[float]) -> None:
-        self.model = model
-        self.seen = 0
-
-    def train_round(self, training_input: Optional[Any]) -> Any:
-        return self.model
-
-    def serialize_training_result(self, training_result: Any) -> Any:
-        return training_result
-
-    def deserialize_training_input(self, global_model: Any) -> Any:
-        return global_model
-
-    def on_new_global_model(self, global_model: Optional[Any]) -> None:
-        if global_model is not None:
-            self.seen += 1
-
-
 class _Ours:
     """Our participant behind the two calls the crash test makes of the original's runner."""
 
     def __init__(self, url: str, model: list[float], scalar: float) -> None:
-        self.instance = _Fixed(model)
+        self.instance = Fixed(model)
         self.handle = spawn_participant(url, lambda: self.instance, scalar=scalar)
 
     def global_models(self) -> list[None]:
-        return [None] * self.instance.seen
+        return [None] * len(self.instance.seen)
 
     def stop(self) -> None:
         self.handle.stop()

@@ -28,12 +28,12 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 from original.runner import OriginalParticipant  # noqa: E402
+from participant_fakes import Fixed  # noqa: E402
 from round_checks import contribution, converted, match_subset, model_of_round  # noqa: E402
 
 from xaynet_sdk import (  # noqa: E402
     GlobalModelUnavailable,
     InternalParticipant,
-    ParticipantABC,
     UninitializedParticipant,
     spawn_async_participant,
     spawn_participant,
@@ -48,25 +48,6 @@ pytestmark = [pytest.mark.original, pytest.mark.timeout(240)]
 
 N_OURS = 3
 N_ORIGINAL = 2
-
-
-class Fixed(ParticipantABC):
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.seen: list[Any] = []
-
-    def train_round(self, training_input: Optional[Any]) -> Any:
-        return self.model
-
-    def serialize_training_result(self, training_result: Any) -> Any:
-        return training_result
-
-    def deserialize_training_input(self, global_model: Any) -> Any:
-        return global_model
-
-    def on_new_global_model(self, global_model: Optional[Any]) -> None:
-        if global_model is not None:
-            self.seen.append(global_model)
 
 
 class PullFeeder:
