@@ -221,7 +221,7 @@ ROOT_PAGES = {"migration": "MIGRATION.md", "changelog": "CHANGELOG.md"}
 ROOT_LINKS = {
     "](MIGRATION.md": "](migration.md",
     "](CHANGELOG.md": "](changelog.md",
-    "](docs/PROTOCOL.md": "](PROTOCOL.md",
+    "](docs/": "](",
 }
 
 
