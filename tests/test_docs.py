@@ -38,6 +38,10 @@ GUIDES_WITH_SAMPLES = (
     "guides/large-models.md",
     "guides/tls-timeouts.md",
     "guides/coordinator.md",
+    "guides/models-asyncio.md",
+    "guides/state-file.md",
+    "guides/simulations.md",
+    "guides/coordinator-service.md",
 )
 
 SAMPLE = re.compile(r"^% sample: (\S+)\n```python\n(.*?)^```", re.M | re.S)

@@ -15,9 +15,11 @@ class is not described twice. That is the ``autodoc-skip-member`` hook below.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pkgutil
+import re
 import types
 from pathlib import Path
 from typing import Any
@@ -219,7 +221,7 @@ ROOT_PAGES = {"migration": "MIGRATION.md", "changelog": "CHANGELOG.md"}
 ROOT_LINKS = {
     "](MIGRATION.md": "](migration.md",
     "](CHANGELOG.md": "](changelog.md",
-    "](docs/PROTOCOL.md": "](PROTOCOL.md",
+    "](docs/": "](",
 }
 
 
@@ -233,6 +235,36 @@ def read_root_page(app: Sphinx, docname: str, source: list[str]) -> None:
     for old, new in ROOT_LINKS.items():
         text = text.replace(old, new)
     source[0] = text
+
+
+def dataclass_factories(
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: Any,
+    options: Any,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None] | None:
+    """Show a dataclass field's ``default_factory`` as a call (``= list()``).
+
+    :mod:`inspect` gives such a field the default ``<factory>``, which is not Python: Sphinx
+    then falls back to splitting the signature at every comma, and ``dict[str, int]`` turns
+    into two broken cross-references.
+    """
+    if what != "class" or not signature or "<factory>" not in signature:
+        return None
+    if not dataclasses.is_dataclass(obj):
+        return None
+    for field in dataclasses.fields(obj):
+        factory = field.default_factory
+        if factory is dataclasses.MISSING:
+            continue
+        call = f"{getattr(factory, '__qualname__', 'factory')}()"
+        signature = re.sub(
+            rf"(\b{re.escape(field.name)}: [^=]*?= )<factory>", rf"\g<1>{call}", signature
+        )
+    return signature, return_annotation
 
 
 def check_consistency(app: Sphinx, env: BuildEnvironment) -> None:
@@ -254,6 +286,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.setup_extension("sphinx.ext.napoleon")
     no_napoleon_for_data(app)
     app.connect("autodoc-skip-member", skip_member)
+    app.connect("autodoc-process-signature", dataclass_factories)
     app.connect("missing-reference", resolve_by_suffix)
     app.connect("source-read", read_root_page)
     app.connect("env-check-consistency", check_consistency)

@@ -4,11 +4,11 @@ The original (``xaynet-server`` with the ``metrics`` feature) writes these measu
 each has a Prometheus counterpart, read from the coordinator's state and counters when
 Prometheus scrapes (so a metric can never disagree with ``LocalCoordinator.stats``):
 
-==========================================  ==================================================
+===========================================  ==================================================
 original measurement (tags)                  metric here
-==========================================  ==================================================
-``phase`` (0 Idle, 1 Sum, 2 Update, 3 Sum2,  ``xaynet_phase`` (same numbers), and
-4 Unmask, 5 Error, 6 Shutdown)               ``xaynet_phase_state{phase}`` (1 for the current)
+===========================================  ==================================================
+``phase`` (0 Idle, 1 Sum, 2 Update,          ``xaynet_phase`` (same numbers), and
+3 Sum2, 4 Unmask, 5 Error, 6 Shutdown)       ``xaynet_phase_state{phase}`` (1 for the current)
 ``round_total_number``                       ``xaynet_round_id``
 ``round_param_sum``, ``round_param_update``  ``xaynet_round_param_sum``, ``..._update``
 ``message_sum/update/sum2`` (accepted)       ``xaynet_messages_accepted_total{phase}``
@@ -16,7 +16,7 @@ original measurement (tags)                  metric here
 ``message_discarded`` (round_id, phase)      ``xaynet_messages_discarded_total{phase}``
 ``masks_total_number`` (unique masks)        ``xaynet_masks_total_number``
 ``event`` "Phase error"                      ``xaynet_rounds_failed_total{kind}``
-==========================================  ==================================================
+===========================================  ==================================================
 
 Extensions: ``xaynet_round_participants{phase}`` (messages accepted this round),
 ``xaynet_rounds_completed_total``, ``xaynet_global_models_total``,

@@ -18,7 +18,7 @@ other paths        404; a known path with another method is 500 (warp's unhandle
 Error replies have empty bodies. Connections are HTTP/1.1 keep-alive (the original participant
 pools them). Connections are served by :mod:`.frontend` (one selector thread and a fixed pool
 of workers, with deadlines and size caps), over TLS when the settings ask for it;
-:meth:`CoordinatorHTTPServer.close` ends every connection and joins every thread.
+:meth:`CoordinatorHTTPServer.close <FrontEnd.close>` ends every connection and joins every thread.
 """
 
 from __future__ import annotations

@@ -64,6 +64,7 @@ __all__ = [
 
 _log = logging.getLogger("xaynet_sdk.coordinator.store")
 
+#: The prefix of every key this coordinator writes to Redis.
 KEY_PREFIX = "xaynet_sdk:"
 #: Update messages between two snapshots of the aggregate (bounds what Redis holds and what
 #: a restore replays to this many masked models; a snapshot costs about one of them).
@@ -226,6 +227,7 @@ class RedisStore(StateStore):
             raise StoreError(f"redis.url is not a valid Redis URL: {e}") from None
         self._lock = threading.Lock()
         self._down = False
+        #: Calls that failed since the outage began (0 while Redis answers).
         self.failures = 0
 
     def describe(self) -> str:

@@ -1,7 +1,7 @@
 """Run N simulated participants for R rounds and report each round's outcome as data.
 
 The participants are split into ``workers`` equal slices, one per worker process (or Ray
-actor); each worker multiplexes its slice over a few threads (see :mod:`._engine`). Without a
+actor); each worker multiplexes its slice over a few threads (see ``_engine``). Without a
 URL the runner starts a :class:`~xaynet_sdk.coordinator.LocalCoordinator` in this process,
 sized for N (:func:`embedded_settings`), and reads each round's accepted and rejected
 messages from it; against another coordinator only the participants' side is known (the
