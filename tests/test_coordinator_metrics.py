@@ -102,12 +102,17 @@ def test_metrics_follow_a_round(coord: LocalCoordinator) -> None:
         assert client.post(b"\x00" * 200) == 200  # does not decrypt: rejected
     finally:
         client.close()
-    # Durations are observed by a thread that follows the phases: give it a moment.
+
+    # Durations are observed by a thread that follows the phases, and a request is counted
+    # once its reply is written, which the client may see first: give both a moment.
+    def settled(sample: Any) -> bool:
+        posts = value(
+            sample, "xaynet_http_requests_total", method="POST", path="/message", status="200"
+        )
+        return value(sample, "xaynet_round_duration_seconds_count") >= 1 and posts >= 8
+
     deadline = time.monotonic() + 30
-    while (
-        value(after := scrape(coord), "xaynet_round_duration_seconds_count") < 1
-        and time.monotonic() < deadline
-    ):
+    while not settled(after := scrape(coord)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert value(after, "xaynet_round_id") == 2
     assert value(after, "xaynet_phase") == 1

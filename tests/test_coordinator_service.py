@@ -61,8 +61,8 @@ def test_the_sample_production_config_loads_as_documented() -> None:
         "xaynet_sdk.coordinator.server": logging.WARNING,
     }
     assert settings.model.save_dir == Path("/var/lib/xaynet/models")
-    readme = (TESTS_DIR.parent / "README.md").read_text()
-    assert SAMPLE.read_text().split("\n[api]", 1)[1] in readme  # the README shows this file
+    guide = (TESTS_DIR.parent / "docs" / "guides" / "coordinator-service.md").read_text()
+    assert SAMPLE.read_text().split("\n[api]", 1)[1] in guide  # the service guide shows it
 
 
 class Service:
