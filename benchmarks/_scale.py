@@ -58,13 +58,7 @@ HERE = Path(__file__).resolve().parent
 
 def _cpu(fn: Callable[[], object], repeats: int) -> float:
     """The median CPU time (all threads of this process) of ``fn``."""
-    fn()
-    spent = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        spent.append(time.process_time() - start)
-    return statistics.median(spent)
+    return _rounds.median_time(fn, repeats, clock=time.process_time)
 
 
 @dataclass
