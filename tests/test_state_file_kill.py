@@ -54,6 +54,7 @@ from test_reliability_restore import MessageSpy, phase_name  # noqa: E402
 from xaynet_sdk.coordinator import LocalCoordinator, Settings  # noqa: E402
 from xaynet_sdk.exceptions import ParticipantRestore  # noqa: E402
 from xaynet_sdk.protocol.saved import load_state  # noqa: E402
+from xaynet_sdk.state_file import open_state  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -212,6 +213,11 @@ def test_sigkill_storm_loses_no_identity_and_sends_nothing_twice(tmp_path: Path)
         assert 1 <= len(starts) <= slot.lives, (slot.index, slot.lives, len(starts), context)
         assert len(set(starts)) == 1, f"participant {slot.index} changed its key; {context}"
         slot.keys = set(starts)
+        # The storm ends by SIGKILLing every participant, which can itself land between a
+        # write and its rename: what the next start does must leave a loadable file and no
+        # temporary one.
+        _, resumed, from_file = open_state(slot.state_file, None)
+        assert from_file and resumed is not None, (slot.index, context)
         assert not leftovers(slot), f"temporary files left: {leftovers(slot)}"
     keys = {bytes.fromhex(k) for s in slots for k in s.keys}
     assert {r[2] for r in messages.records} <= keys
