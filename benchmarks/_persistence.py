@@ -43,7 +43,7 @@ from xaynet_sdk.state_file import Persistence
 @dataclass
 class TaskFigures:
     records: list[int] = field(default_factory=list)
-    mbytes: list[float] = field(default_factory=list)
+    kbytes: list[float] = field(default_factory=list)
     persist: list[float] = field(default_factory=list)
     critical: list[float] = field(default_factory=list)
     work: list[float] = field(default_factory=list)
@@ -112,7 +112,7 @@ def measure(n: int, per_task: int, timeout: float) -> Figures:
                 if role is not Task.NONE and now.sent:
                     task = figures.tasks["sum" if role is Task.SUM else "update"]
                     task.records.append(now.records)
-                    task.mbytes.append(now.written / 1e6)
+                    task.kbytes.append(now.written / 1e3)
                     task.persist.append(now.persisted)
                     task.critical.append(now.critical)
                     task.work.append(now.work)
@@ -184,9 +184,9 @@ def _file_sizes(figures: Figures, p: Participant) -> None:
 def bench(quick: bool, row: Callable[[list[str], list[int]], str], load: Any) -> None:
     sizes = (100_000,) if quick else (100_000, 1_000_000)
     per_task = 1 if quick else 3
-    widths = [8, 11, 9, 8, 12, 13, 10]
+    widths = [8, 11, 9, 10, 12, 13, 10]
     print(f"\n## Persistence: what state_file= adds per task (median of {per_task} tasks)")
-    titles = ["task", "N", "records", "MB", "persist ms", "to message", "work ms"]
+    titles = ["task", "N", "records", "kB", "persist ms", "to message", "work ms"]
     print(row(titles, widths))
     all_figures = []
     for n in sizes:
@@ -199,9 +199,9 @@ def bench(quick: bool, row: Callable[[list[str], list[int]], str], load: Any) ->
                 kind,
                 f"{n:,}",
                 f"{med(task.records):.0f}",
-                f"{med(task.mbytes):.2f}",
-                f"{med(task.persist) * 1e3:.1f}",
-                f"{med(task.critical) * 1e3:.1f}",
+                f"{med(task.kbytes):,.1f}",  # a sum task writes a few kB
+                f"{med(task.persist) * 1e3:.2f}",
+                f"{med(task.critical) * 1e3:.2f}",
                 f"{med(task.work) * 1e3:.1f}",
             ]
             print(row(cells, widths))

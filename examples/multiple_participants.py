@@ -69,13 +69,20 @@ class SimulatedParticipant(ParticipantABC):
 def simulate(args: argparse.Namespace) -> None:
     n = args.participants
 
+    completed = 0
+
     def report(o: RoundOutcome) -> None:
+        nonlocal completed
         if o.completed is False:
-            _common.say(f"round failed: {o.failure}")
+            # A round fails when no participant is eligible for the sum task (with about 5
+            # expected among N, that is about one round in 150): the coordinator waits for
+            # the Sum phase's maximum time, then starts the next round.
+            _common.say(f"round failed ({o.sum} sum participants): {o.failure}")
             return
+        completed += 1
         accepted = f", {o.accepted_updates} accepted" if o.accepted_updates is not None else ""
         _common.say(
-            f"round {o.round}/{args.rounds}: {o.sum} sum and {o.update} update participants,"
+            f"round {completed}/{args.rounds}: {o.sum} sum and {o.update} update participants,"
             f" {o.sent_updates} updates sent{accepted}; {o.seconds:.1f} s"
         )
 

@@ -20,5 +20,5 @@ libubsan=$(gcc -print-file-name=libubsan.so)
 # Python's own allocations are not instrumented; leak reports from the interpreter are noise.
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-LD_PRELOAD="$libasan $libubsan" PYTHONPATH="$work" python3 -m pytest -q -p no:cacheprovider \
+LD_PRELOAD="$libasan $libubsan" PYTHONPATH="$work" python3 -m pytest -q -p no:cacheprovider -n 0 \
   tests/test_native_differential.py tests/test_mask_vectors.py "$@"

@@ -7,6 +7,11 @@ test itself, so every run checks the same cases), no example database, and the b
 reproduce a failure printed. ``XAYNET_HYPOTHESIS_PROFILE=dev`` explores: one random seed for
 the run (or ``XAYNET_HYPOTHESIS_SEED``), printed in the header of the run so that a failure
 can be replayed, still without deadline.
+
+The suite runs in parallel (pytest-xdist, ``-n 3 --dist loadfile`` in pyproject.toml: one test
+file per worker at a time, so module fixtures are built once). Most tests wait on rounds and
+servers rather than compute, hence more workers than a 2-core runner has. The files marked
+``slow`` are handed out first, so that the run does not end on one of them alone.
 """
 
 import os
@@ -45,6 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from hypothesis import core
 
         core.global_force_seed = HYPOTHESIS_SEED  # type: ignore[assignment]  # as --hypothesis-seed
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` first, each group in collection order (a stable sort)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

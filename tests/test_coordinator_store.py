@@ -64,6 +64,8 @@ from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
 
 __all__ = ["local_coordinator", "redis_server", "s3_server"]
 
+pytestmark = pytest.mark.slow
+
 MASK = "Prime/F32/B0/M3"
 LENGTH = 8
 REPO = TESTS_DIR.parent
@@ -691,11 +693,20 @@ def test_participants_across_a_coordinator_crash(
             180,
             f"the global model of round {round_id}",
         )
+        # The new round and the model are stored first, then served (durable before
+        # visible): GET /model may still answer the previous model for a moment.
+        stored = redis_server.client()
+        try:
+            model_bytes = stored.get("xaynet_sdk:global_model")
+        finally:
+            stored.close()
+        assert model_bytes, "the model of the round is not in Redis beside its id"
         client = RawClient(coordinator.url)
         try:
-            model = decode_model_fractions(client.model_bytes() or b"")
+            wait_until(lambda: client.model_bytes() == model_bytes, 30, "GET /model to serve it")
         finally:
             client.close()
+        model = decode_model_fractions(model_bytes)
         parts = [
             contribution(str(i), m, s, config) for i, (m, s) in enumerate(zip(models, scalars))
         ]

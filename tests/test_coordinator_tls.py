@@ -28,7 +28,7 @@ from xaynet_sdk.coordinator import Limits, LocalCoordinator, Settings, SettingsE
 from xaynet_sdk.mask.config import MaskConfig  # noqa: E402
 from xaynet_sdk.transport import TlsError, Transport, TransportError  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 _MINIMAL: dict[str, Any] = {
     "api": {"bind_address": "127.0.0.1:0"},

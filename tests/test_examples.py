@@ -37,7 +37,7 @@ KERAS_VENV = REPO_ROOT / ".cache" / "keras-venv"
 DEMO_MODEL = (0.1, 0.2, 0.345, 0.3)
 ROUND_LINE = re.compile(r"round (\d+)/(\d+): global model \[([^\]]*)\]")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def run_example(

@@ -31,7 +31,7 @@ from xaynet_sdk.models import Layer, ModelLayout, ModelLayoutError  # noqa: E402
 
 REPO_ROOT = TESTS_DIR.parent
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def odd_model() -> list[Any]:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -28,6 +30,8 @@ def test_narrow_vector_paths_match(lanes: str) -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            "-n",
+            "0",  # one process: this test is one of the parallel run's
             "-x",
             str(TESTS / "test_mask_vectors.py"),
             str(TESTS / "test_native_differential.py"),

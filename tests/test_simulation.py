@@ -33,7 +33,7 @@ from xaynet_sdk.simulation import RoundOutcome, run_simulation  # noqa: E402
 REPO_ROOT = TESTS_DIR.parent
 RAY_VENV = REPO_ROOT / ".cache" / "ray-venv"
 __all__ = ["local_coordinator"]  # the fixture, imported for pytest
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 def _ray_requirements() -> list[str]:
@@ -204,6 +204,7 @@ def test_cli_rejects_a_missing_argument() -> None:
 SIMULATED_ROUND = re.compile(
     r"round (\d)/2: (\d+) sum and (\d+) update participants, (\d+) updates sent, (\d+) accepted"
 )
+FAILED_ROUND = re.compile(r"round failed \((\d+) sum participants\)")
 
 
 def test_the_example_simulates_a_few_hundred_participants(tmp_path: Path) -> None:
@@ -221,6 +222,12 @@ def test_the_example_simulates_a_few_hundred_participants(tmp_path: Path) -> Non
     assert proc.returncode == 0
     rounds = [tuple(map(int, m.groups())) for m in SIMULATED_ROUND.finditer(proc.stdout)]
     assert [r[0] for r in rounds] == [1, 2], proc.stdout
+    # The sum probability is 5/200: a round in which no participant is eligible for the sum
+    # task (p = 0.975^200, about 0.6%) fails by the protocol. That is the only failure
+    # allowed here: one with a sum participant means a message was lost.
+    failed = FAILED_ROUND.findall(proc.stdout)
+    assert all(int(sums) == 0 for sums in failed), proc.stdout
+    assert len(failed) + 2 == len(re.findall(r"^\[.*\] round", proc.stdout, re.M))
     for _, sums, updates, sent, accepted in rounds:
         assert sums >= 1 and updates >= 3 and sums + updates <= 200
         assert sent == updates and 3 <= accepted <= sent

