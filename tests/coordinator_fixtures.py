@@ -28,7 +28,7 @@ from base64 import b64encode
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 import pytest
@@ -379,13 +379,22 @@ class RoundContext:
 
 
 Hook = Callable[[RoundContext], None]
+T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(predicate: Callable[[], Optional[T]], timeout: float = 60.0, what: str = "") -> T:
+    """Poll ``predicate()`` until it returns a true value, and return that value.
+
+    The tests' one way to wait for something another thread or process does: outcomes are
+    asserted, not durations, so ``timeout`` is a generous bound after which an AssertionError
+    names ``what``."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        value = predicate()
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(0.005)
 
 

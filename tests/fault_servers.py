@@ -51,7 +51,6 @@ __all__ = [
     "SilentServer",
     "free_port",
     "max_polls",
-    "wait_until",
 ]
 
 #: The faults a :class:`FaultProxy` can inject.
@@ -493,15 +492,6 @@ class ScriptedCoordinator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> None:
-    """Poll ``predicate()`` until true; AssertionError naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout} s")
-        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-from fault_servers import ScriptedCoordinator, wait_until  # noqa: E402
+from coordinator_fixtures import wait_until  # noqa: E402
+from fault_servers import ScriptedCoordinator  # noqa: E402
 from participant_fakes import MiniCoordinator  # noqa: E402
 from round_checks import contribution, match_subset  # noqa: E402
 
@@ -76,7 +77,7 @@ def open_sum2_phase(mini: MiniCoordinator) -> bytes:
 
 
 def stop_in(p: AsyncParticipant, wanted: str) -> list[int]:
-    wait_until(lambda: current(p) == wanted, f"phase {wanted} (now {current(p)})", 30)
+    wait_until(lambda: current(p) == wanted, 30, f"phase {wanted} (now {current(p)})")
     state = p.stop()
     assert phase_name(load_state(state)) == wanted
     p.join(20)
@@ -109,16 +110,16 @@ def test_sending_sum_and_sum2() -> None:
         scripted.post_status = 500
         p = spawn(scripted.url)
         key = p.xaynet_participant.public_key
-        wait_until(lambda: scripted.refused >= 1, "a refused Sum message")
+        wait_until(lambda: scripted.refused >= 1, 60, "a refused Sum message")
         state = stop_in(p, "SendingSum")
         scripted.post_status = 200
         restored = spawn(scripted.url, state)
-        wait_until(lambda: key in mini.log.sums, "the Sum message of the restored participant")
+        wait_until(lambda: key in mini.log.sums, 60, "the Sum message of the restored participant")
         # The seeds are not published yet: it waits in Sum2, where it is stopped again.
         state = stop_in(restored, "Sum2")
         open_sum2_phase(mini)
         again = spawn(scripted.url, state)
-        wait_until(lambda: key in mini.log.sum2, "the Sum2 message")
+        wait_until(lambda: key in mini.log.sum2, 60, "the Sum2 message")
         again.stop()
         expected = sum_masks([MASK_SEED], mini.model_length, mini.params.mask_config)
         assert mini.log.sum2[key] == expected.to_bytes()
@@ -130,14 +131,14 @@ def test_sending_sum2() -> None:
     with ScriptedCoordinator(mini) as scripted:
         p = spawn(scripted.url)
         key = p.xaynet_participant.public_key
-        wait_until(lambda: key in mini.log.sums, "the Sum message")
+        wait_until(lambda: key in mini.log.sums, 60, "the Sum message")
         scripted.post_status = 500
         open_sum2_phase(mini)
-        wait_until(lambda: scripted.refused >= 1, "a refused Sum2 message")
+        wait_until(lambda: scripted.refused >= 1, 60, "a refused Sum2 message")
         state = stop_in(p, "SendingSum2")
         scripted.post_status = 200
         restored = spawn(scripted.url, state)
-        wait_until(lambda: key in mini.log.sum2, "the Sum2 message of the restored participant")
+        wait_until(lambda: key in mini.log.sum2, 60, "the Sum2 message of the restored participant")
         restored.stop()
         expected = sum_masks([MASK_SEED], mini.model_length, mini.params.mask_config)
         assert mini.log.sum2[key] == expected.to_bytes()
@@ -150,7 +151,7 @@ def test_update_waiting_for_sums_then_for_a_model_then_sending() -> None:
     with ScriptedCoordinator(mini) as scripted:
         p = spawn(scripted.url)
         key = p.xaynet_participant.public_key
-        wait_until(lambda: scripted.count("/sums") >= 2, "polls of /sums")
+        wait_until(lambda: scripted.count("/sums") >= 2, 60, "polls of /sums")
         state = stop_in(p, "Update")
         phase = load_state(state).phase
         assert isinstance(phase, Update) and not phase.has_fetched_sum_dict()
@@ -162,19 +163,19 @@ def test_update_waiting_for_sums_then_for_a_model_then_sending() -> None:
             phase = restored.xaynet_participant.state.phase
             return isinstance(phase, Update) and phase.has_fetched_sum_dict()
 
-        wait_until(fetched, "the sum dictionary, then a wait for the local model")
+        wait_until(fetched, 60, "the sum dictionary, then a wait for the local model")
         state = stop_in(restored, "Update")
         phase = load_state(state).phase
         assert isinstance(phase, Update) and phase.has_fetched_sum_dict()
         scripted.post_status = 500
         again = spawn(scripted.url, state)
         again.set_local_model(MODEL)
-        wait_until(lambda: scripted.refused >= 1, "a refused Update message")
+        wait_until(lambda: scripted.refused >= 1, 60, "a refused Update message")
         state = stop_in(again, "SendingUpdate")
         scripted.post_status = 200
         last = spawn(scripted.url, state)
-        wait_until(lambda: key in mini.log.updates, "the Update of the restored participant")
-        wait_until(lambda: current(last) == "Awaiting", "Awaiting after the update")
+        wait_until(lambda: key in mini.log.updates, 60, "the Update of the restored participant")
+        wait_until(lambda: current(last) == "Awaiting", 60, "Awaiting after the update")
         last.stop()
         # The one update, unmasked with the mask of the seed it sealed to the sum
         # participant, is exactly the model that was set before the stops.

@@ -13,7 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from coordinator_fixtures import RawClient, local_coordinator, raw_round_settings, run_round
+from coordinator_fixtures import (
+    RawClient,
+    local_coordinator,
+    raw_round_settings,
+    run_round,
+    wait_until,
+)
 
 from xaynet_sdk.coordinator import Limits, LocalCoordinator
 
@@ -24,14 +30,6 @@ __all__ = ["local_coordinator"]  # the fixture, imported for pytest
 
 def coordinator_threads() -> list[str]:
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("xaynet-coordinator"))
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout} s for {what}")
-        time.sleep(0.05)
 
 
 def closed_by_peer(sock: socket.socket, timeout: float) -> bytes:
@@ -112,12 +110,12 @@ def test_idle_and_trickling_connections_leave_rounds_completing() -> None:
         flood = Flood(coord.port, idle=2000, trickling=200, body_trickling=50, interval=0.5)
         server = coord._server  # internal: the open connection count
         assert server is not None
-        wait_for(lambda: server.open_connections >= 2250, 60, "2,250 open connections")
+        wait_until(lambda: server.open_connections >= 2250, 60, "2,250 open connections")
         during = coordinator_threads()
         started = time.monotonic()
         run_round(coord)  # honest participants, exact model checked inside
         took = time.monotonic() - started
-        wait_for(lambda: flood is not None and flood.closed_by_server >= 250, 60, "tricklers cut")
+        wait_until(lambda: flood is not None and flood.closed_by_server >= 250, 60, "tricklers cut")
         closed = coord.stats["connections_closed"]
         print(
             f"\nthreads before {len(before)}, during {len(during)};"
@@ -189,19 +187,19 @@ def test_a_full_server_evicts_the_longest_idle_connection(local_coordinator: Any
     coord = local_coordinator(limits=Limits(max_connections=8))
     idle = [socket.create_connection(("127.0.0.1", coord.port), timeout=30) for _ in range(8)]
     try:
-        wait_for(lambda: coord._server.open_connections == 8, 30, "8 connections")
+        wait_until(lambda: coord._server.open_connections == 8, 30, "8 connections")
         client = RawClient(coord.url, timeout=10)
         assert client.request("GET", "/params")[0] == 200
         client.close()
         assert closed_by_peer(idle[0], 30) == b""  # the first one, idle the longest
         assert coord.stats["connections_closed"] == {"evicted": 1}
         server = coord._server  # internal: its table of idle connections
-        wait_for(lambda: server.open_connections == 7, 30, "the client's close")
+        wait_until(lambda: server.open_connections == 7, 30, "the client's close")
         # When no connection is idle (all mid-header), a new one is closed at once.
         idle.append(socket.create_connection(("127.0.0.1", coord.port), timeout=30))
         for sock in idle[1:]:
             sock.sendall(b"GET /params HTTP/1.1\r\n")
-        wait_for(lambda: server.open_connections == 8 and not server._idle, 30, "8 mid-header")
+        wait_until(lambda: server.open_connections == 8 and not server._idle, 30, "8 mid-header")
         with socket.create_connection(("127.0.0.1", coord.port), timeout=30) as extra:
             assert closed_by_peer(extra, 30) == b""
         assert coord.stats["connections_refused"] == 1

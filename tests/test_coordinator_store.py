@@ -36,6 +36,7 @@ from coordinator_fixtures import (  # noqa: E402
     local_coordinator,
     raw_round_settings,
     run_round,
+    wait_until,
 )
 from participant_fakes import Fixed  # noqa: E402
 from round_checks import contribution, match_subset  # noqa: E402
@@ -208,17 +209,6 @@ def coordinators(tmp_path: Path) -> Iterator[Callable[..., CoordinatorProcess]]:
         coordinator.stop()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def stored_state(redis: RedisServer) -> dict[str, Any]:
     client = redis.client()
     try:
@@ -330,7 +320,7 @@ def run_crashing_round(
             assert client.post(sum2[1]) == 200
 
         model = wait_until(
-            lambda: (m := client.model_bytes()) != previous and m, 60, "the global model"
+            lambda: m if (m := client.model_bytes()) != previous else None, 60, "the global model"
         )
         fractions = decode_model_fractions(model)
         parts = [

@@ -25,6 +25,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:  # makes `original` importable in any pytest import mode
     sys.path.insert(0, str(TESTS_DIR))
 
+from coordinator_fixtures import wait_until  # noqa: E402
 from original.refenv import REPO_ROOT, ensure_reference_python, venv_dir  # noqa: E402
 from original.runner import DRIVER, OriginalHarnessError, OriginalParticipant  # noqa: E402
 
@@ -136,15 +137,6 @@ def _driver_children() -> list[int]:
     return pids
 
 
-def _wait_until(cond: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.fixture(scope="module")
 def ref_python() -> Path:
     return ensure_reference_python()
@@ -187,10 +179,10 @@ def test_reference_venv_imports_the_original(ref_python: Path) -> None:
     native, version, backoff, has_participant = json.loads(out)
     assert Path(native).resolve().is_relative_to(venv_dir().resolve())
     assert (version, backoff, has_participant) == ("0.1.0", "0.6.0", True)
-    # Idempotent and fast the second time.
+    # Idempotent and fast the second time (a rebuild takes a minute or more).
     start = time.monotonic()
     assert ensure_reference_python() == ref_python
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 10.0
 
 
 def test_concurrent_setup_builds_once(tmp_path: Path) -> None:
@@ -265,7 +257,7 @@ def test_update_participant_against_fake_coordinator(coordinator: FakeCoordinato
         op.wait_for_event("started", timeout=20)
         op.wait_for_event("task", task="update", timeout=10)
         op.wait_for_event("set_model", ok=True, timeout=10)
-        assert _wait_until(lambda: coordinator.count("/sums") >= 3, 15), coordinator.requests
+        wait_until(lambda: coordinator.count("/sums") >= 3, 60, f"3 polls: {coordinator.requests}")
         assert op.running()
         start = time.monotonic()
         code = op.stop()
@@ -324,9 +316,7 @@ def test_hung_coordinator_is_killed_by_the_parent(ref_python: Path) -> None:
     try:
         op = OriginalParticipant(url, timeout=2.0, kill_grace=1.0)
         op.wait_for_event("started", timeout=20)
-        start = time.monotonic()
-        assert _wait_until(lambda: not op.running(), 15)
-        assert time.monotonic() - start < 8
+        wait_until(lambda: not op.running(), 14, "the watchdog's kill (timeout 2 s, grace 1 s)")
         assert op.killed_by_watchdog
         assert op.stop() == -9
         assert not op.events("done")
@@ -336,6 +326,6 @@ def test_hung_coordinator_is_killed_by_the_parent(ref_python: Path) -> None:
         time.sleep(0.5)
         start = time.monotonic()
         assert op2.stop(grace=1.0) == -9  # SIGTERM cannot be handled while tick() hangs
-        assert time.monotonic() - start < 4
+        assert time.monotonic() - start < 20  # the grace, then SIGKILL: never the 60 s timeout
     finally:
         silent.close()

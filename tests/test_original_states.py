@@ -29,8 +29,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from coordinator_fixtures import wait_until  # noqa: E402
 from fault_servers import ScriptedCoordinator as Scripted  # noqa: E402
-from fault_servers import wait_until  # noqa: E402
 from original.runner import OriginalParticipant  # noqa: E402
 from participant_fakes import MiniCoordinator  # noqa: E402
 
@@ -69,7 +69,7 @@ def capture(
         if max_ticks is not None:
             assert op.wait_exit(60) == 0, op.describe()
         else:
-            wait_until(reached, what)
+            wait_until(reached, 60, what)
             assert op.stop() == 0, op.describe()
     state = op.saved_state()
     assert state, op.describe()

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -22,6 +22,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from coordinator_fixtures import wait_until  # noqa: E402
 from participant_fakes import HttpCoordinator, MiniCoordinator, seed_for_roles  # noqa: E402
 
 import xaynet_sdk  # noqa: E402
@@ -37,15 +38,6 @@ from xaynet_sdk import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or cond}")
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-from fault_servers import LogCapture, ScriptedCoordinator, wait_until  # noqa: E402
+from coordinator_fixtures import wait_until  # noqa: E402
+from fault_servers import LogCapture, ScriptedCoordinator  # noqa: E402
 from participant_fakes import Fixed, MiniCoordinator  # noqa: E402
 from tls_certs import Pki, make_pki  # noqa: E402
 
@@ -61,7 +62,7 @@ def test_private_ca_and_client_certificate(api: str, mtls: ScriptedCoordinator, 
         participant, _ = spawn_async_participant(mtls.url, **options)
     key = participant.xaynet_participant.public_key
     try:
-        wait_until(lambda: key in mtls.mini.log.sums, "the Sum message over mutual TLS")
+        wait_until(lambda: key in mtls.mini.log.sums, 60, "the Sum message over mutual TLS")
         assert mtls.mini.log.rejected == []
     finally:
         participant.stop()
@@ -81,7 +82,7 @@ def test_refused_tls_reaches_nothing_and_is_logged_once(
     with LogCapture() as logs:
         participant = spawn_participant(mtls.url, Fixed, args=([0.0] * 4,), **options)
         try:
-            wait_until(lambda: list(logs.iter_messages()), "a warning about TLS")
+            wait_until(lambda: list(logs.iter_messages()), 60, "a warning about TLS")
             time.sleep(1.5)  # polling goes on, each attempt refused: still one warning
             assert participant.is_alive()
             assert participant.xaynet_participant.round_serial == 0

@@ -219,12 +219,13 @@ def test_out_of_range_probabilities_follow_the_original(
 def test_a_coordinator_that_never_answers(logs: LogCapture) -> None:
     with SilentServer() as silent:
         p = Participant(silent.url, timeout=TIMEOUT)
-        assert timed(p.tick) < TIMEOUT + 0.5
+        # Bounded by TIMEOUT, plus slack for a loaded machine: far below the default 60 s.
+        assert timed(p.tick) < TIMEOUT + 5.0
         assert not p.made_progress()
         start = time.monotonic()
         with pytest.raises(GlobalModelUnavailable, match="did not answer within the timeout"):
             p.global_model()
-        assert time.monotonic() - start < TIMEOUT + 0.5
+        assert time.monotonic() - start < TIMEOUT + 5.0
         assert isinstance(p.save(), list)
 
         participant, transport = spawn_counted(silent.url)
