@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -31,7 +31,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-from coordinator_fixtures import RawClient, RawParticipant  # noqa: E402
+from coordinator_fixtures import RawClient, RawParticipant, wait_until  # noqa: E402
 from fault_servers import FaultProxy, LogCapture, message_kind  # noqa: E402
 from participant_fakes import Fixed  # noqa: E402
 from round_checks import contribution, match_subset  # noqa: E402
@@ -139,6 +139,11 @@ class Attacker(threading.Thread):
         raise AssertionError(kind)
 
 
+def message_posts(stats: dict[str, Any]) -> int:
+    """The coordinator's count of ``POST /message`` requests, by any status."""
+    return sum(stats["http"].get("POST /message", {}).values())
+
+
 def test_abuse_during_live_rounds() -> None:
     config = MaskConfig.from_name("Prime/F32/B0/M3")
     # Distinct powers of 2: the global model tells which subset was aggregated (B0: |w| <= 1).
@@ -182,13 +187,16 @@ def test_abuse_during_live_rounds() -> None:
             attacker.stop_event.set()
             for p in participants:
                 p.stop()
+        # Every POST is counted once its reply is written: the last ones may lag a moment.
+        honest_posts = sum(1 for r in proxy.records if r.method == "POST")
+        sent = honest_posts + sum(attacker.sent.values())
+        wait_until(lambda: message_posts(coord.stats) >= sent, 30, f"{sent} POSTs counted")
         stats = coord.stats
         history = coord.history
         models = coord.global_models
 
     completed_during = during["rounds_completed"] - before["rounds_completed"]
-    posts = sum(stats["http"].get("POST /message", {}).values())
-    honest_posts = sum(1 for r in proxy.records if r.method == "POST")
+    posts = message_posts(stats)
     report = {
         "attack_s": round(end - start, 1),
         "attacker_sent": dict(attacker.sent),

@@ -174,8 +174,14 @@ def test_cli_json_reports_each_round_from_the_embedded_coordinator() -> None:
     )
     print(proc.stdout, proc.stderr)
     assert proc.returncode == 0
-    rounds = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [r["round"] for r in rounds] == [1, 2]
+    reported = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["round"] for r in reported] == list(range(1, len(reported) + 1))
+    # A round in which no participant is eligible for the sum task (p = 0.875^40, about 0.5%)
+    # fails by the protocol; that is the only failure allowed here.
+    failed = [r for r in reported if r["completed"] is False]
+    assert all(r["sum"] == 0 and "Sum phase" in r["failure"] for r in failed), failed
+    rounds = [r for r in reported if r["completed"] is not False]
+    assert len(rounds) == 2, reported
     for r in rounds:
         assert r["completed"] is True
         assert r["sum"] + r["update"] + r["idle"] == 40

@@ -7,8 +7,9 @@
 
 Without ``--url`` a local coordinator sized for N runs in this process. Participant ``i``
 sends ``model-length`` copies of ``(i % 1000 + 1) / 1000`` (:class:`ConstantModel`). With
-``--json`` each completed round is one JSON object on stdout (:class:`RoundOutcome`'s fields);
-otherwise one readable line. Exit status 0 after R completed rounds, 1 on a timeout or error.
+``--json`` each round is one JSON object on stdout (:class:`RoundOutcome`'s fields; a round
+that failed has ``"completed": false`` and its ``failure``); otherwise one readable line. Exit
+status 0 after R completed rounds, 1 on a timeout or error.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="an existing coordinator (default: an embedded one)")
     p.add_argument("--workers", type=_positive, help="worker processes or actors (default: cores)")
     p.add_argument("--backend", choices=("multiprocessing", "ray"), default="multiprocessing")
-    p.add_argument("--json", action="store_true", help="one JSON object per completed round")
+    p.add_argument("--json", action="store_true", help="one JSON object per round")
     p.add_argument("--timeout", type=float, help="seconds for all rounds (default: generous)")
     return p
 
@@ -65,8 +66,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def report(outcome: RoundOutcome) -> None:
         if args.json:
-            if outcome.completed is not False:
-                print(json.dumps(outcome.to_json()), flush=True)
+            print(json.dumps(outcome.to_json()), flush=True)
         else:
             print(_line(outcome), flush=True)
 
