@@ -77,7 +77,9 @@ def simulate(args: argparse.Namespace) -> None:
             # A round fails when no participant is eligible for the sum task (with about 5
             # expected among N, that is about one round in 150): the coordinator waits for
             # the Sum phase's maximum time, then starts the next round.
-            _common.say(f"round failed ({o.sum} sum participants): {o.failure}")
+            _common.say(
+                f"round failed ({o.sum} sum and {o.update} update participants): {o.failure}"
+            )
             return
         completed += 1
         accepted = f", {o.accepted_updates} accepted" if o.accepted_updates is not None else ""
