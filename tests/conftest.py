@@ -8,7 +8,7 @@ reproduce a failure printed. ``XAYNET_HYPOTHESIS_PROFILE=dev`` explores: one ran
 the run (or ``XAYNET_HYPOTHESIS_SEED``), printed in the header of the run so that a failure
 can be replayed, still without deadline.
 
-The suite runs in parallel (pytest-xdist, ``-n 3 --dist loadfile`` in pyproject.toml: one test
+The suite runs in parallel (pytest-xdist, ``-n 4 --dist loadfile`` in pyproject.toml: one test
 file per worker at a time, so module fixtures are built once). Most tests wait on rounds and
 servers rather than compute, hence more workers than a 2-core runner has. The files marked
 ``slow`` are handed out first, so that the run does not end on one of them alone.

@@ -198,6 +198,39 @@ def test_cli_json_reports_each_round_from_the_embedded_coordinator() -> None:
         assert r["seconds"] > 0 and r["cpu_seconds"] > 0
 
 
+def _report(seed: str, **counts: int) -> dict[str, Any]:
+    """A worker's report (``Engine.drain``) with ``counts`` for the round ``seed``."""
+    return {"rounds": {seed: counts}, "cpu": 0.0, "requests": {}, "errors": {}, "ticks": 1}
+
+
+def test_a_round_is_reported_once_every_worker_counted_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loaded worker's report can come after the next round began: the outcome waits for
+    every participant to be counted, and for a missing one only up to ``_STRAGGLERS``."""
+    from xaynet_sdk.simulation import runner
+
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    tracker = runner._Rounds("http://127.0.0.1:9", None, participants=24)
+    try:
+        for seed in ("aa", "bb", "cc"):
+            tracker.seeds.append(seed)
+            tracker.started[seed] = clock[0]
+        tracker.ended.update({"aa": 1000.0, "bb": 1001.0})
+        tracker.absorb([(0, _report("aa", sum=5, update=7))])
+        clock[0] = 1005.0  # both rounds ended longer ago than the settling time
+        tracker.absorb([(0, _report("bb", sum=2, update=8, idle=2))])
+        assert tracker.ready() == []  # worker 1 has not reported round "aa" yet
+        tracker.absorb([(1, _report("aa", sum=1, update=10, idle=1))])
+        (first,) = tracker.ready()
+        assert (first.round, first.sum, first.update, first.idle) == (1, 6, 17, 1)
+        assert tracker.ready() == []  # "bb": 12 of 24 so far
+        clock[0] = 1001.0 + runner._STRAGGLERS + 0.1
+        (second,) = tracker.ready()  # given up on the missing ones
+        assert (second.round, second.sum + second.update + second.idle) == (2, 12)
+    finally:
+        tracker.http.close()
+
+
 def test_cli_rejects_a_missing_argument() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "xaynet_sdk.simulation", "--participants", "4", "--rounds", "1"],

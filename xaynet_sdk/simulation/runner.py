@@ -40,6 +40,9 @@ _log = logging.getLogger("xaynet_sdk.simulation")
 
 #: How long after a round ended its outcome waits for the workers' last counts (late POSTs).
 _SETTLE = 4 * REPORT_INTERVAL
+#: How long it waits at most for every participant to be counted in it (a loaded worker's
+#: report can come late; a participant that never ticked during a short round never comes).
+_STRAGGLERS = 30.0
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,10 @@ class _Rounds:
     """Follows the rounds: the seed of each (from ``GET /params``), the workers' counts per
     seed, and the coordinator's counters (embedded)."""
 
-    def __init__(self, url: str, coordinator: Optional[LocalCoordinator]) -> None:
+    def __init__(
+        self, url: str, coordinator: Optional[LocalCoordinator], participants: int
+    ) -> None:
+        self.participants = participants
         self.coordinator = coordinator
         self.http = Transport(url, timeout=(5.0, 30.0))
         self.seeds: list[str] = []  # in the order seen
@@ -234,7 +240,9 @@ class _Rounds:
             self.round_ids[seed] = self.round_ids[self.seeds[-2]] + 1
 
     def ready(self) -> list[RoundOutcome]:
-        """The outcomes of rounds that ended at least a settling time ago, in order."""
+        """The outcomes of rounds that ended at least a settling time ago and in which every
+        participant has been counted (or that ended :data:`_STRAGGLERS` seconds ago), in
+        order: a worker's report can arrive after the next round began."""
         out: list[RoundOutcome] = []
         now = time.monotonic()
         while self.emitted < len(self.seeds):
@@ -252,6 +260,10 @@ class _Rounds:
                     return out
                 end_time = self.ended[seed]
             if now - end_time < _SETTLE:
+                return out
+            c = self.counts.get(seed, Counter())
+            counted = c["sum"] + c["update"] + c["idle"]
+            if counted < self.participants and now - end_time < _STRAGGLERS:
                 return out
             out.append(self._outcome(seed, record, end_time))
             self.emitted += 1
@@ -373,7 +385,7 @@ def run_simulation(
         WorkerSpec(first, count, participant, model, scalar, numpy, threads, poll_max)
         for first, count in _split(participants, workers)
     ]
-    tracker = _Rounds(url, coordinator)
+    tracker = _Rounds(url, coordinator, participants)
     tracker.poll()
     runner = make_backend(backend, ray_address)
     result = SimulationResult(participants, len(specs), backend, url, 0.0)
