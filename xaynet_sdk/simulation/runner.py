@@ -173,6 +173,9 @@ class _Rounds:
         self.coordinator = coordinator
         self.http = Transport(url, timeout=(5.0, 30.0))
         self.seeds: list[str] = []  # in the order seen
+        #: The round in progress at the first poll: not one of the simulation's (it began
+        #: before every worker ran), so not reported.
+        self.in_progress: Optional[str] = None
         self.round_ids: dict[str, int] = {}
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}
@@ -214,7 +217,9 @@ class _Rounds:
             self.ticks += int(report["ticks"])
 
     def poll(self) -> None:
-        """One ``GET /params``: note a new round (and when the previous one ended)."""
+        """One ``GET /params``: note a new round (and when the previous one ended).
+
+        The first call (once every worker runs) only notes the round in progress."""
         before = self.coordinator.round_id if self.coordinator is not None else None
         try:
             body = self.http.get_params()
@@ -222,15 +227,20 @@ class _Rounds:
         except (TransportError, CodecError):
             return
         after = self.coordinator.round_id if self.coordinator is not None else None
-        if seed is None or seed in self.started:
+        if seed is None or seed in self.started or seed == self.in_progress:
+            return
+        if self.in_progress is None and not self.seeds:
+            self.in_progress = seed
             return
         now = time.monotonic()
         if self.seeds:
             self.ended.setdefault(self.seeds[-1], now)
             if self.coordinator is None:
                 self.model_changed[self.seeds[-1]] = self._model_changed()
-        elif self.coordinator is None:
-            self._model_changed()  # the model before the first round seen
+        else:
+            self.stats_at_emit = self._stats()  # the first round's counters start here
+            if self.coordinator is None:
+                self._model_changed()  # the model before the first round
         self.seeds.append(seed)
         self.started[seed] = now
         self.cpu_at[seed] = self.total_cpu()
@@ -352,10 +362,11 @@ def run_simulation(
     ``model_length``. ``url``: an existing coordinator; without it a local one runs in this
     process with ``settings`` (default :func:`embedded_settings` for N and ``model_length``).
     ``workers`` defaults to the number of usable cores; ``backend`` is ``"multiprocessing"``
-    or ``"ray"`` (``ray_address`` to join a cluster). ``on_round`` is called with each round's
-    outcome as it is known. Raises ``TimeoutError`` if the rounds do not complete within
-    ``timeout`` seconds (default: 120 s per round plus 1 s per 10 participants), and
-    ``RuntimeError`` if a worker fails.
+    or ``"ray"`` (``ray_address`` to join a cluster). The rounds count from the first one that
+    begins once every worker runs (the one in progress then is not reported); ``on_round`` is
+    called with each round's outcome as it is known. Raises ``TimeoutError`` if the rounds do
+    not complete within ``timeout`` seconds (default: 120 s per round and for the one in
+    progress, plus 1 s per 10 participants), and ``RuntimeError`` if a worker fails.
 
     The multiprocessing backend starts its workers with ``spawn``: as with any
     ``multiprocessing`` program, call this under ``if __name__ == "__main__":`` in a script.
@@ -371,7 +382,7 @@ def run_simulation(
     workers = workers or len(os.sched_getaffinity(0))
     workers = max(1, min(workers, participants))
     if timeout is None:
-        timeout = 120.0 * rounds + participants / 10
+        timeout = 120.0 * (rounds + 1) + participants / 10
     t0 = time.monotonic()
     coordinator: Optional[LocalCoordinator] = None
     if url is None:
@@ -386,13 +397,16 @@ def run_simulation(
         for first, count in _split(participants, workers)
     ]
     tracker = _Rounds(url, coordinator, participants)
-    tracker.poll()
     runner = make_backend(backend, ray_address)
     result = SimulationResult(participants, len(specs), backend, url, 0.0)
     try:
         runner.start(url, specs)
         runner.wait_started(timeout=max(60.0, participants / 20))
         result.startup_seconds = time.monotonic() - t0
+        # The rounds count from the next one that begins: the one in progress (and any that
+        # ended while workers were starting; Ray actors can take many seconds) did not have
+        # every participant from its start.
+        tracker.poll()
         _log.info(
             "%d participants running in %d %s workers after %.2f s",
             participants,
