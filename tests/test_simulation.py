@@ -27,7 +27,8 @@ from simulation_models import N, OneHot, one_hot, scalar_of  # noqa: E402
 from test_examples import _sdk_dependencies, _see_this_checkout  # noqa: E402
 from venvcache import VenvSpec, clean_env, ensure_venv, run_setup  # noqa: E402
 
-from xaynet_sdk.coordinator import LocalCoordinator, Settings  # noqa: E402
+from xaynet_sdk.codec.bincode import RoundParameters  # noqa: E402
+from xaynet_sdk.coordinator import LocalCoordinator, RoundRecord, Settings  # noqa: E402
 from xaynet_sdk.simulation import RoundOutcome, run_simulation  # noqa: E402
 
 REPO_ROOT = TESTS_DIR.parent
@@ -240,6 +241,72 @@ def test_a_round_is_reported_once_every_worker_counted_it(monkeypatch: pytest.Mo
         clock[0] = 1001.0 + runner._STRAGGLERS + 0.1
         (second,) = tracker.ready()  # given up on the missing ones
         assert (second.round, second.sum + second.update + second.idle) == (2, 12)
+    finally:
+        tracker.http.close()
+
+
+class _RacingCoordinator:
+    """A stand-in for the embedded coordinator whose next round begins while ``GET /params``
+    is in flight: its round number moves on between the tracker's reads."""
+
+    def __init__(self) -> None:
+        self.round_numbers = iter([1, 1, 1, 2, 3, 3])
+        self.history: list[RoundRecord] = []
+        self.stats = {"rejected_total": 0, "rejected_by_message": {}}
+
+    @property
+    def round_id(self) -> int:
+        return next(self.round_numbers)
+
+
+def test_an_embedded_round_is_matched_to_the_coordinator_by_its_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The poll that first sees a round's seed is the one nearest its start, so the round
+    number read beside it can be the previous round's (CI saw every outcome wait forever)."""
+    from xaynet_sdk.simulation import runner
+
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    coordinator = _RacingCoordinator()
+    settings = Settings.for_tests()
+    seeds = iter([bytes([1]) * 32, bytes([2]) * 32, bytes([3]) * 32])
+
+    def params() -> bytes:
+        return RoundParameters(
+            pk=bytes(32),
+            sum=0.5,
+            update=0.9,
+            seed=next(seeds),
+            mask_config=settings.mask_config,
+            model_length=4,
+        ).to_bytes()
+
+    tracker = runner._Rounds("http://127.0.0.1:9", coordinator, participants=2)  # type: ignore[arg-type]
+    monkeypatch.setattr(tracker.http, "get_params", params)
+    try:
+        tracker.poll()  # round 1, in progress: not reported
+        tracker.poll()  # round 2 begins while the request is in flight
+        clock[0] = 1003.0
+        tracker.poll()  # round 3
+        coordinator.history.append(
+            RoundRecord(
+                round_id=2,
+                seed=bytes([2]) * 32,
+                completed=True,
+                failure=None,
+                sum_count=1,
+                update_count=1,
+                sum2_count=1,
+                started=1000.0,
+                ended=1003.0,
+            )
+        )
+        tracker.absorb([(0, _report(bytes([2] * 32).hex(), sum=1, update=1))])
+        clock[0] = 1003.0 + runner._SETTLE + 0.1
+        (outcome,) = tracker.ready()
+        assert (outcome.round, outcome.round_id, outcome.completed) == (1, 2, True)
+        assert (outcome.sum, outcome.update, outcome.accepted_updates) == (1, 1, 1)
     finally:
         tracker.http.close()
 

@@ -163,6 +163,7 @@ class RoundDriver:
             state.record(
                 RoundRecord(
                     round_id=current.round_id,
+                    seed=current.seed,
                     completed=model is not None,
                     failure=str(failure) if failure is not None else None,
                     sum_count=current.accepted[Phase.SUM],

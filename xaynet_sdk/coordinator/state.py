@@ -189,6 +189,8 @@ class RoundRecord:
     """How a round ended: for ``LocalCoordinator.history`` and tests."""
 
     round_id: int
+    #: The round seed (public, in the round parameters): what a client can tell rounds by.
+    seed: bytes
     completed: bool
     failure: Optional[str]
     sum_count: int

@@ -176,7 +176,6 @@ class _Rounds:
         #: The round in progress at the first poll: not one of the simulation's (it began
         #: before every worker ran), so not reported.
         self.in_progress: Optional[str] = None
-        self.round_ids: dict[str, int] = {}
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}
         self.counts: dict[str, Counter[str]] = {}
@@ -220,13 +219,11 @@ class _Rounds:
         """One ``GET /params``: note a new round (and when the previous one ended).
 
         The first call (once every worker runs) only notes the round in progress."""
-        before = self.coordinator.round_id if self.coordinator is not None else None
         try:
             body = self.http.get_params()
             seed = RoundParameters.from_bytes(body).seed.hex() if body is not None else None
         except (TransportError, CodecError):
             return
-        after = self.coordinator.round_id if self.coordinator is not None else None
         if seed is None or seed in self.started or seed == self.in_progress:
             return
         if self.in_progress is None and not self.seeds:
@@ -244,10 +241,6 @@ class _Rounds:
         self.seeds.append(seed)
         self.started[seed] = now
         self.cpu_at[seed] = self.total_cpu()
-        if before is not None and before == after:
-            self.round_ids[seed] = before
-        elif len(self.seeds) > 1 and self.seeds[-2] in self.round_ids:
-            self.round_ids[seed] = self.round_ids[self.seeds[-2]] + 1
 
     def ready(self) -> list[RoundOutcome]:
         """The outcomes of rounds that ended at least a settling time ago and in which every
@@ -259,9 +252,10 @@ class _Rounds:
             seed = self.seeds[self.emitted]
             record = None
             if self.coordinator is not None:
-                round_id = self.round_ids.get(seed)
-                records = {r.round_id: r for r in self.coordinator.history}
-                record = records.get(round_id) if round_id is not None else None
+                # By seed: a round number read beside GET /params can be the previous
+                # round's, as the poll that first sees a seed is the one nearest its start.
+                records = {r.seed.hex(): r for r in self.coordinator.history}
+                record = records.get(seed)
                 if record is None:
                     return out
                 end_time = record.ended
