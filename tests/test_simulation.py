@@ -311,6 +311,15 @@ def test_an_embedded_round_is_matched_to_the_coordinator_by_its_seed(
         tracker.http.close()
 
 
+def test_a_simulation_whose_rounds_cannot_complete_times_out_saying_where_it_stands() -> None:
+    settings = Settings.for_tests(model_length=4, min_update_count=5, max_update_time=600)
+    with pytest.raises(TimeoutError) as raised:
+        run_simulation(participants=2, rounds=1, model_length=4, settings=settings, timeout=15)
+    message = str(raised.value)
+    assert message.startswith("0 of 1 rounds completed in 15 s (")
+    assert "0 rounds begun since every worker ran, 0 reported" in message, message
+
+
 def test_cli_rejects_a_missing_argument() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "xaynet_sdk.simulation", "--participants", "4", "--rounds", "1"],

@@ -364,7 +364,8 @@ class LocalCoordinator:
         return (
             f"round {s['round_id']} in the {s['phase']} phase{current};"
             f" {s['rounds_completed']} rounds completed, {s['rounds_failed']} failed"
-            f" {s['round_failures'] or ''}; {s['global_models']} global models;"
+            f"{' ' + str(s['round_failures']) if s['round_failures'] else ''};"
+            f" {s['global_models']} global models;"
             f" accepted {s['accepted']}; rejected {s['rejected'] or 0}{ended}"
         )
 

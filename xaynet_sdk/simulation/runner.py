@@ -242,6 +242,16 @@ class _Rounds:
         self.started[seed] = now
         self.cpu_at[seed] = self.total_cpu()
 
+    def progress(self) -> str:
+        """Where the simulation's own count of rounds stands, for a timeout's message."""
+        waiting = ""
+        if self.emitted < len(self.seeds):
+            c = self.counts.get(self.seeds[self.emitted], Counter())
+            counted = c["sum"] + c["update"] + c["idle"]
+            waiting = f"; round {self.emitted + 1} has {counted} of {self.participants} counted"
+        begun = len(self.seeds)
+        return f"{begun} rounds begun since every worker ran, {self.emitted} reported{waiting}"
+
     def ready(self) -> list[RoundOutcome]:
         """The outcomes of rounds that ended at least a settling time ago and in which every
         participant has been counted (or that ended :data:`_STRAGGLERS` seconds ago), in
@@ -414,7 +424,7 @@ def run_simulation(
                 status = coordinator.status() if coordinator is not None else url
                 raise TimeoutError(
                     f"{len(result.completed_rounds)} of {rounds} rounds completed in"
-                    f" {timeout:g} s: {status}"
+                    f" {timeout:g} s ({tracker.progress()}): {status}"
                 )
             tracker.absorb(runner.reports())
             tracker.poll()
