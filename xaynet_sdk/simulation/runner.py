@@ -242,12 +242,16 @@ class _Rounds:
         self.started[seed] = now
         self.cpu_at[seed] = self.total_cpu()
 
+    def _counted(self, seed: str) -> int:
+        """How many participants the workers have counted in the round ``seed`` so far."""
+        c = self.counts.get(seed, Counter())
+        return c["sum"] + c["update"] + c["idle"]
+
     def progress(self) -> str:
         """Where the simulation's own count of rounds stands, for a timeout's message."""
         waiting = ""
         if self.emitted < len(self.seeds):
-            c = self.counts.get(self.seeds[self.emitted], Counter())
-            counted = c["sum"] + c["update"] + c["idle"]
+            counted = self._counted(self.seeds[self.emitted])
             waiting = f"; round {self.emitted + 1} has {counted} of {self.participants} counted"
         begun = len(self.seeds)
         return f"{begun} rounds begun since every worker ran, {self.emitted} reported{waiting}"
@@ -275,9 +279,7 @@ class _Rounds:
                 end_time = self.ended[seed]
             if now - end_time < _SETTLE:
                 return out
-            c = self.counts.get(seed, Counter())
-            counted = c["sum"] + c["update"] + c["idle"]
-            if counted < self.participants and now - end_time < _STRAGGLERS:
+            if self._counted(seed) < self.participants and now - end_time < _STRAGGLERS:
                 return out
             out.append(self._outcome(seed, record, end_time))
             self.emitted += 1
